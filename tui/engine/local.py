@@ -1,0 +1,234 @@
+"""Local models: each one a llama.cpp worker process, driven from the asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tui import paths, store
+from tui.cards import ModelCard
+from tui.engine import worker
+from tui.engine.base import ModelLoadError, State
+from tui.engine.events import (Finished, FirstToken, Notice, PromptReady, TextPiece, TurnEvent,
+                               TurnRequest)
+from tui.engine.schedule import DEFAULT_POLICY, MAX_WORKERS, POLICIES, Lanes, Plan, available_cores
+
+EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (PromptReady, Notice, FirstToken, TextPiece, Finished)}
+
+
+class Engine:
+    """Starts local model workers and shares the machine's cores between them."""
+
+    def __init__(self, policy: str = DEFAULT_POLICY, cores: int | None = None) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown schedule '{policy}' (known: {', '.join(POLICIES)})")
+        self.policy = POLICIES[policy]
+        self.cores = cores or available_cores()
+        self.context = multiprocessing.get_context("spawn")
+        self.lanes = Lanes(self.context, 1)
+        self.models: list[LocalModel] = []
+        self._free_slots = list(range(MAX_WORKERS))
+
+    def model(self, card: ModelCard) -> LocalModel:
+        model = LocalModel(card, self)
+        self.models.append(model)
+        return model
+
+    def plan(self) -> Plan:
+        running = sum(1 for model in self.models if model.state in ("loading", "ready", "busy"))
+        return self.policy.plan(max(running, 1), self.cores)
+
+    def replan(self) -> None:
+        self.lanes.resize(self.plan().lanes)
+
+    def take_slot(self) -> int:
+        if not self._free_slots:
+            raise ModelLoadError(f"at most {MAX_WORKERS} models can be loaded at once")
+        return self._free_slots.pop(0)
+
+    def give_back_slot(self, slot: int) -> None:
+        self.lanes.forget(slot)
+        self._free_slots.append(slot)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(model.close() for model in self.models))
+
+
+def describe_exit(exitcode: int | None, log_path: Path) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        why = (" most likely because the system ran out of memory" if name == "SIGKILL" else "")
+        text = f"the model's worker process was killed ({name}){why}"
+    else:
+        text = f"the model's worker process exited unexpectedly (exit code {exitcode})"
+    try:
+        last = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()][-1:]
+    except OSError:
+        last = []
+    return text + (f"; its log ends: {last[0][:200]}" if last else "") + ". The other models are unaffected."
+
+
+class LocalModel:
+    """One model in a worker process; see `tui.engine.base.Backend` for the interface."""
+
+    def __init__(self, card: ModelCard, engine: Engine) -> None:
+        self.card = card
+        self.engine = engine
+        self.state: State = "waiting"
+        self.error: str | None = None
+        self.n_ctx = card.context
+        self.n_past = 0
+        self.pid: int | None = None
+        self._process: Any = None
+        self._commands: Any = None
+        self._events: Any = None
+        self._slot: int | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._queue: asyncio.Queue[TurnEvent] | None = None
+        self._turn_id = 0
+        self._partial: list[str] = []
+        self._log = paths.cache_dir() / "logs" / f"{card.id}.log"
+
+    async def load(self, progress: store.Progress | None = None) -> None:
+        try:
+            self.state = "fetching"
+            path = await asyncio.to_thread(store.ensure_file, self.card, progress)
+            if self.card.sha256 is None:  # a card derived from a file: transcripts record the hash
+                sha256 = await asyncio.to_thread(store.file_sha256, path, progress)
+                self.card = replace(self.card, sha256=sha256)
+        except store.ModelUnavailable as error:
+            self._fail(str(error))
+            raise ModelLoadError(str(error)) from None
+        self.state = "loading"
+        self._slot = self.engine.take_slot()
+        self.engine.replan()
+        self._log.parent.mkdir(parents=True, exist_ok=True)
+        context = self.engine.context
+        commands_in, self._commands = context.Pipe(duplex=False)
+        self._events, events_out = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=worker.serve, name=f"ladder-{self.card.id}", daemon=True,
+            args=(self.card, str(path), commands_in, events_out, self.engine.lanes, self._slot,
+                  self.engine.plan().threads, str(self._log)),
+        )
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        await asyncio.to_thread(self._process.start)
+        commands_in.close()  # the worker's ends: closing ours lets us see it exit
+        events_out.close()
+        loop.add_reader(self._events.fileno(), self._on_readable)
+        await self._ready
+
+    def _fail(self, message: str) -> None:
+        self.state = "error"
+        self.error = message
+
+    # --- messages from the worker ------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        try:
+            while self._events.poll():
+                self._dispatch(self._events.recv())
+        except (EOFError, OSError):
+            self._on_exit()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.pop("ev")
+        if kind == "ready":
+            self.n_ctx, self.pid, self.state = message["n_ctx"], message["pid"], "ready"
+            if self._ready and not self._ready.done():
+                self._ready.set_result(None)
+            return
+        if kind == "failed":
+            self._fail(message["error"])
+            if self._ready and not self._ready.done():
+                self._ready.set_exception(ModelLoadError(message["error"]))
+            return
+        if message.pop("id") != self._turn_id:
+            return  # the tail of a turn whose caller stopped listening
+        event = EVENT_TYPES[kind](**message)
+        if isinstance(event, TextPiece):
+            self._partial.append(event.text)
+        if isinstance(event, Finished):
+            self.n_past = event.prompt_tokens + event.completion_tokens
+            if self.state == "busy":
+                self.state = "ready"
+        if self._queue is not None:
+            self._queue.put_nowait(event)
+
+    def _on_exit(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._events.fileno())
+        self._process.join(timeout=2)
+        message = describe_exit(self._process.exitcode, self._log)
+        if self._slot is not None:
+            self.engine.give_back_slot(self._slot)
+            self._slot = None
+        was_closing = self.state == "closed"
+        if not was_closing:
+            self._fail(message)
+        self.engine.replan()
+        if self._ready and not self._ready.done():
+            self._ready.set_exception(ModelLoadError(message))
+        if self._queue is not None and not was_closing:
+            self._queue.put_nowait(Finished("error", "error", "".join(self._partial).strip(), error=message))
+
+    # --- the Backend interface -----------------------------------------------------------------
+
+    async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+        if self.state != "ready":
+            why = self.error if self.state == "error" else f"it is {self.state}"
+            yield Finished("error", "error", "", error=f"{self.card.name} cannot answer: {why}")
+            return
+        self._turn_id += 1
+        self._partial = []
+        self._queue = queue = asyncio.Queue()
+        self.state = "busy"
+        self._commands.send({"op": "turn", "id": self._turn_id, "messages": request.messages,
+                             "params": request.params.as_dict(), "threads": self.engine.plan().threads})
+        finished = False
+        try:
+            while not finished:
+                event = await queue.get()
+                finished = isinstance(event, Finished)
+                yield event
+        finally:
+            if not finished:  # the caller stopped listening: stop the worker too
+                await self.cancel()
+            self._queue = None
+
+    async def cancel(self) -> None:
+        if self.state == "busy":
+            self._commands.send({"op": "cancel", "id": self._turn_id})
+
+    async def reset(self) -> None:
+        if self.state in ("ready", "busy"):
+            await self.cancel()
+            self._commands.send({"op": "reset"})
+        self.n_past = 0
+
+    async def close(self) -> None:
+        if self._process is None or self.state == "closed":
+            self.state = "closed"
+            return
+        self.state = "closed"
+        try:
+            self._commands.send({"op": "stop"})
+        except OSError:
+            pass
+        await asyncio.to_thread(self._process.join, 3)
+        if self._process.is_alive():
+            self._process.kill()
+            await asyncio.to_thread(self._process.join, 3)
+        try:
+            asyncio.get_running_loop().remove_reader(self._events.fileno())
+        except (ValueError, OSError):
+            pass
+        if self._slot is not None:
+            self.engine.give_back_slot(self._slot)
+            self._slot = None
+        self.engine.replan()

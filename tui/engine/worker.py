@@ -1,0 +1,260 @@
+"""The worker process: one model, loaded once, serving turns until told to stop.
+
+Runs in its own process so that a crash, an out-of-memory kill or a bad file ends only
+this model. It keeps its KV cache between turns: each turn's prompt is the whole
+history, and only the tokens after the longest prefix already in the cache are
+evaluated. Each decode step (the prompt, then one token at a time) runs while holding a
+lane from the shared `Lanes`, so the machine's cores are never oversubscribed.
+
+Messages are plain dicts over two one-way pipes. In: {"op": "turn" | "cancel" |
+"reset" | "stop", ...}. Out: {"ev": "ready" | "failed" | event name, ...}.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tui.cards import ModelCard
+from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece
+from tui.engine.prompt import Formatter, PromptFormatError, make_formatter
+from tui.engine.schedule import Cancelled, Lanes
+
+
+def serve(card: ModelCard, model_path: str, commands: Connection, events: Connection,
+          lanes: Lanes, slot: int, threads: int, log_path: str) -> None:
+    # llama.cpp's OpenMP threads spin while they wait, also after a step, stealing a core
+    # from the model that holds the lane next (measured: 4 models took 80 s instead of 11).
+    # Sleeping at once (OMP_WAIT_POLICY=PASSIVE) halves speed, as llama.cpp syncs its
+    # threads at every operation; a short spin keeps those syncs fast and frees the core
+    # soon after a step. It must be set before llama.cpp loads.
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    os.dup2(log.fileno(), 2)  # llama.cpp writes to stderr; keep it off the user's terminal
+    sys.stderr = log
+    try:
+        worker = Worker(card, model_path, events, lanes, slot, threads)
+    except Exception as error:  # any failure to load is reported for this model only
+        events.send({"ev": "failed", "error": _load_error(card, model_path, error)})
+        return
+    events.send({"ev": "ready", "n_ctx": worker.llm.n_ctx(), "pid": os.getpid()})
+    worker.run(commands)
+
+
+def _load_error(card: ModelCard, model_path: str, error: Exception) -> str:
+    if isinstance(error, PromptFormatError):
+        return str(error)
+    return (f"could not load {model_path}: {error}. The file may be damaged or not a GGUF model "
+            f"llama.cpp supports; check it with `ladder models verify {card.id}`")
+
+
+class Worker:
+    def __init__(self, card: ModelCard, model_path: str, events: Connection,
+                 lanes: Lanes, slot: int, threads: int) -> None:
+        import llama_cpp
+
+        self.card, self.events, self.lanes, self.slot = card, events, lanes, slot
+        self.threads = threads
+        self.llm = llama_cpp.Llama(
+            model_path, n_ctx=card.context, n_threads=threads, n_threads_batch=threads,
+            n_gpu_layers=card.gpu_layers, verbose=False,
+        )
+        model = self.llm._model  # the token texts the chat template needs, as llama-cpp-python does
+        bos, eos = self.llm.token_bos(), self.llm.token_eos()
+        self.formatter: Formatter = make_formatter(
+            card, self.llm.metadata.get("tokenizer.chat_template"),
+            bos_token=model.token_get_text(bos) if bos >= 0 else "",
+            eos_token=model.token_get_text(eos) if eos >= 0 else "",
+        )
+        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.cancel = threading.Event()
+        self.turn_id = 0
+        # llama.cpp asks this between graph nodes, so a cancel also stops a long prompt.
+        self._abort = llama_cpp.ggml_abort_callback(lambda _data: self.cancel.is_set())
+        llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort, None)
+
+    # --- the command loop ---------------------------------------------------------------------
+
+    def run(self, commands: Connection) -> None:
+        inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        cancels: dict[int, threading.Event] = {}
+
+        def read() -> None:
+            # A thread of its own, so a cancel arrives while the main thread is decoding.
+            while True:
+                try:
+                    message = commands.recv()
+                except (EOFError, OSError):
+                    os._exit(0)  # the app is gone: never outlive it
+                if message["op"] == "turn":
+                    cancels[message["id"]] = threading.Event()
+                elif message["op"] == "cancel":
+                    cancels.get(message["id"], threading.Event()).set()
+                    continue
+                inbox.put(message)
+
+        threading.Thread(target=read, daemon=True).start()
+        while True:
+            message = inbox.get()
+            if message["op"] == "stop":
+                return
+            if message["op"] == "reset":
+                self.llm.reset()
+            elif message["op"] == "turn":
+                self.turn_id, self.cancel = message["id"], cancels.pop(message["id"])
+                self.send(self.turn(message["messages"], SamplingParams(**message["params"]),
+                                    message.get("threads", self.threads)))
+
+    def send(self, event: object) -> None:
+        self.events.send({"ev": type(event).__name__, "id": self.turn_id, **asdict(event)})  # type: ignore[call-overload]
+
+    # --- one turn -----------------------------------------------------------------------------
+
+    def fit(self, messages: list[dict[str, str]], reserve: int) -> tuple[list[int], list[str], list[str]]:
+        """Tokens of the prompt, its stop strings, and notices; drops the oldest turns if too long."""
+        n_ctx = self.llm.n_ctx()
+        system = messages[:1] if messages and messages[0]["role"] == "system" else []
+        turns = messages[len(system):]
+        dropped = 0
+        while True:
+            prompt = self.formatter(system + turns)
+            tokens = self.llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
+            if len(tokens) + reserve <= n_ctx or len(turns) <= 1:
+                break
+            turns = turns[2:]  # the oldest user turn and this model's reply to it
+            dropped += 1
+        if len(tokens) + reserve > n_ctx:
+            raise PromptFormatError(
+                f"this turn's prompt is {len(tokens)} tokens and {reserve} more are kept for the reply, "
+                f"but the context is {n_ctx}; shorten the message or the system prompt, or lower max tokens"
+            )
+        notices = [f"the conversation no longer fits in {n_ctx} tokens: left out the "
+                   f"{dropped} earliest turn(s) for this reply"] if dropped else []
+        return tokens, prompt.stop, notices
+
+    def turn(self, messages: list[dict[str, str]], params: SamplingParams, threads: int) -> Finished:
+        import llama_cpp
+
+        start = time.perf_counter()
+        if threads != self.threads:
+            llama_cpp.llama_set_n_threads(self.llm.ctx, threads, threads)
+            self.threads = threads
+        reply = Reply(start)
+        try:
+            tokens, stops, notices = self.fit(messages, min(params.max_tokens, self.llm.n_ctx() // 4))
+        except (PromptFormatError, ValueError) as error:  # jinja's raise_exception gives ValueError
+            return reply.finish("error", "error", error=str(error))
+        reply.notices = notices
+        for notice in notices:
+            self.send(Notice(notice))
+        cached = _common_prefix(self.llm._input_ids.tolist(), tokens)
+        reply.prompt_tokens, reply.cached_tokens = len(tokens), min(cached, len(tokens) - 1)
+        self.send(PromptReady(reply.prompt_tokens, reply.cached_tokens))
+        self.llm.set_seed(params.seed if params.seed is not None else 0)
+        steps = self.llm.generate(tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
+                                  temp=params.temperature, repeat_penalty=params.repeat_penalty)
+        text = StreamedText(stops)
+        try:
+            while True:
+                if self.cancel.is_set():
+                    return reply.finish("cancelled", "cancelled", text.flush())
+                self.lanes.acquire(self.slot, self.cancel)
+                try:
+                    token = next(steps)
+                finally:
+                    self.lanes.release(self.slot)
+                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                    return reply.finish("done", "stop", text.flush())
+                if reply.completion_tokens == 0:
+                    reply.first_token = time.perf_counter()
+                    self.send(FirstToken(reply.first_token - start))
+                reply.completion_tokens += 1
+                piece, stopped = text.add(self.llm.detokenize([token]))
+                if piece:
+                    self.send(TextPiece(piece))
+                if stopped:
+                    return reply.finish("done", "stop", text.flush())
+                if reply.completion_tokens >= params.max_tokens:
+                    return reply.finish("done", "length", text.flush())
+                if self.llm.n_tokens >= self.llm.n_ctx() - 1:
+                    return reply.finish("done", "context", text.flush())
+        except Cancelled:
+            return reply.finish("cancelled", "cancelled", text.flush())
+        except RuntimeError as error:  # llama_decode failed, or was aborted by a cancel
+            if self.cancel.is_set():
+                return reply.finish("cancelled", "cancelled", text.flush())
+            self.llm.reset()
+            return reply.finish("error", "error", text.flush(), error=f"llama.cpp failed: {error}")
+        finally:
+            steps.close()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Reply:
+    """Counts and clocks for one reply."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.first_token: float | None = None
+        self.prompt_tokens = self.cached_tokens = self.completion_tokens = 0
+        self.notices: list[str] = []
+
+    def finish(self, status: str, reason: str, text: str = "", error: str | None = None) -> Finished:
+        end = time.perf_counter()
+        rate = None
+        if self.first_token is not None and self.completion_tokens > 1 and end > self.first_token:
+            rate = (self.completion_tokens - 1) / (end - self.first_token)
+        return Finished(
+            status=status, finish_reason=reason, text=text, prompt_tokens=self.prompt_tokens,  # type: ignore[arg-type]
+            cached_tokens=self.cached_tokens, completion_tokens=self.completion_tokens,
+            ttft_s=None if self.first_token is None else self.first_token - self.start,
+            tokens_per_s=rate, elapsed_s=end - self.start, error=error, notices=self.notices,
+        )
+
+
+class StreamedText:
+    """Bytes from the model in, printable text out: whole UTF-8 characters only, with
+    stop strings cut off, and text that might be the start of a stop string held back."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = stops
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.held = ""
+        self.text = ""
+
+    def add(self, data: bytes) -> tuple[str, bool]:
+        self.held += self.decoder.decode(data)
+        if not self.text:
+            self.held = self.held.lstrip()  # replies start at their first visible character
+        hits = [self.held.find(stop) for stop in self.stops if stop in self.held]
+        if hits:
+            self.held = self.held[: min(hits)]
+            return self._emit(len(self.held)), True
+        keep = max((n for stop in self.stops for n in range(1, len(stop)) if self.held.endswith(stop[:n])),
+                   default=0)
+        return self._emit(len(self.held) - keep), False
+
+    def _emit(self, n: int) -> str:
+        piece, self.held = self.held[:n], self.held[n:]
+        self.text += piece
+        return piece
+
+    def flush(self) -> str:
+        self.held += self.decoder.decode(b"", final=True)
+        self._emit(len(self.held))
+        return self.text.rstrip()

