@@ -160,9 +160,11 @@ def _parse_source(index: int, raw: Any) -> Source:
     if kind == "hub":
         if not isinstance(body, dict):
             raise CardError(f"field '{where}.hub' must have 'repo' and 'file'")
-        repo = _take(body, "repo", str)
+        repo = body.get("repo")
+        if not isinstance(repo, str) or not repo:
+            raise CardError(f"field '{where}.hub.repo' must name the hub repository, e.g. 'org/name'")
         files = body.get("files") or ([body["file"]] if isinstance(body.get("file"), str) else None)
-        if not files or not all(isinstance(name, str) for name in files):
+        if not isinstance(files, list) or not files or not all(isinstance(name, str) for name in files):
             raise CardError(f"field '{where}.hub.file' is missing")
         return Source(hub_repo=repo, hub_files=tuple(files), hub_revision=str(body.get("revision", "main")))
     raise CardError(f"field '{where}' has unknown kind '{kind}' (use path, pypi or hub)")

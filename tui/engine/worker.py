@@ -108,9 +108,10 @@ class Worker:
             if message["op"] == "reset":
                 self.llm.reset()
             elif message["op"] == "turn":
-                self.turn_id, self.cancel = message["id"], cancels.pop(message["id"])
+                self.turn_id, self.cancel = message["id"], cancels[message["id"]]
                 self.send(self.turn(message["messages"], SamplingParams(**message["params"]),
                                     message.get("threads", self.threads)))
+                del cancels[message["id"]]
 
     def send(self, event: object) -> None:
         self.events.send({"ev": type(event).__name__, "id": self.turn_id, **asdict(event)})  # type: ignore[call-overload]
