@@ -85,10 +85,10 @@ def model_params(args: argparse.Namespace, cards: list[ModelCard]) -> dict[str, 
         if model_id not in ids:
             raise UsageError(f"--model-param names '{model_id}', which is not in this lineup ({', '.join(sorted(ids))})")
         try:
-            SamplingParams().with_changes({name: value})
+            checked = SamplingParams().with_changes({name: value})
         except ValueError as error:
             raise UsageError(f"--model-param {option}: {error}") from None
-        result.setdefault(model_id, {})[name] = value
+        result.setdefault(model_id, {})[name] = getattr(checked, name)
     return result
 
 
@@ -143,4 +143,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As `python -m tui.cli` this file is `__main__`, a second copy of the module, and the UsageError
+    # that tui.ask and tui.models_command raise is tui.cli's: run tui.cli's main, which catches it.
+    from tui.cli import main as cli_main
+
+    sys.exit(cli_main())

@@ -24,16 +24,27 @@ class Conversation:
     user_turns: list[str] = field(default_factory=list)
     replies: dict[str, dict[int, str]] = field(default_factory=dict)  # model id -> turn -> text
 
-    def messages_for(self, model_id: str) -> list[Message]:
-        """The history as this model saw it: every user turn, and its own replies."""
+    def messages_for(self, model_id: str, largest_first: list[str], upto: int | None = None) -> list[Message]:
+        """The history as this model sees it, ending with user turn `upto` (default: the last).
+
+        A model sees its own replies. For a turn it did not answer (it joined later, or
+        was still loading) it sees the reply of the largest model that did, so that a
+        newcomer gets a coherent conversation; failing that, an empty reply, because
+        chat templates need user and assistant turns to alternate.
+        """
+        upto = len(self.user_turns) if upto is None else upto
         messages: list[Message] = [{"role": "system", "content": self.system}] if self.system else []
-        own = self.replies.get(model_id, {})
-        for turn, text in enumerate(self.user_turns, start=1):
+        for turn, text in enumerate(self.user_turns[:upto], start=1):
             messages.append({"role": "user", "content": text})
-            if turn < len(self.user_turns):
-                # Templates need user and assistant to alternate, so a failed reply is "".
-                messages.append({"role": "assistant", "content": own.get(turn, "")})
+            if turn < upto:
+                messages.append({"role": "assistant", "content": self.reply_seen_by(model_id, turn, largest_first)})
         return messages
+
+    def reply_seen_by(self, model_id: str, turn: int, largest_first: list[str]) -> str:
+        for source in (model_id, *largest_first):
+            if turn in self.replies.get(source, {}):
+                return self.replies[source][turn]
+        return ""
 
 
 def _llama_cpp_version() -> str:
@@ -56,6 +67,7 @@ class Session:
         self.sessions_dir = sessions_dir
         self.engine_info = engine_info or {}
         self.transcript = TranscriptWriter(sessions_dir, {})
+        self._seeds: dict[int, int] = {}  # the seed of each turn, shared by the models without their own
 
     def params_for(self, model_id: str) -> SamplingParams:
         return self.params.with_changes(self.model_params.get(model_id, {}))
@@ -81,25 +93,36 @@ class Session:
         results = await asyncio.gather(*(load_one(model) for model in self.models))
         return {model.card.id: error for model, error in zip(self.models, results) if error}
 
-    async def send(self, text: str) -> AsyncIterator[tuple[Backend, TurnEvent]]:
-        """Send one user turn to every ready model; yields their events as they arrive."""
+    def start_turn(self, text: str) -> int:
+        """Record a new user turn; returns its number (from 1)."""
         if not self.transcript.header:
             self.transcript.header = self.header()  # after loading: derived cards know their hash now
-        turn = len(self.conversation.user_turns) + 1
-        seed = self.params.seed if self.params.seed is not None else random.randrange(2**31)
         self.conversation.user_turns.append(text)
+        turn = len(self.conversation.user_turns)
+        self._seeds[turn] = self.params.seed if self.params.seed is not None else random.randrange(2**31)
         self.transcript.write({"type": "user", "turn": turn, "text": text})
+        return turn
+
+    async def answer(self, model: Backend, turn: int) -> AsyncIterator[TurnEvent]:
+        """Stream one model's reply to user turn `turn`, and record it when it finishes."""
+        params = self.params_for(model.card.id)
+        if params.seed is None:
+            params = params.with_changes({"seed": self._seeds[turn]})
+        largest_first = [m.card.id for m in reversed(self.models)]
+        request = TurnRequest(self.conversation.messages_for(model.card.id, largest_first, upto=turn), params)
+        async for event in model.turn(request):
+            if isinstance(event, Finished):
+                self._record(turn, model, event, params)
+            yield event
+
+    async def send(self, text: str) -> AsyncIterator[tuple[Backend, TurnEvent]]:
+        """Send one user turn to every ready model; yields their events as they arrive."""
+        turn = self.start_turn(text)
         events: asyncio.Queue[tuple[Backend, TurnEvent | None]] = asyncio.Queue()
 
         async def pump(model: Backend) -> None:
-            params = self.params_for(model.card.id)
-            if params.seed is None:
-                params = params.with_changes({"seed": seed})
-            request = TurnRequest(self.conversation.messages_for(model.card.id), params)
             try:
-                async for event in model.turn(request):
-                    if isinstance(event, Finished):
-                        self._record(turn, model, event, params)
+                async for event in self.answer(model, turn):
                     await events.put((model, event))
             finally:
                 await events.put((model, None))
@@ -128,6 +151,41 @@ class Session:
             "tokens_per_s": _round(event.tokens_per_s), "elapsed_s": _round(event.elapsed_s),
             "params": params.as_dict(), "notices": event.notices,
         })
+
+    def change_settings(self, *, params: SamplingParams | None = None,
+                        model_params: dict[str, dict[str, Any]] | None = None, system: str | None = None) -> None:
+        """New sampling parameters or system prompt, used from the next turn on."""
+        if params is not None:
+            self.params = params
+        if model_params is not None:
+            self.model_params = model_params
+        if system is not None:
+            self.conversation.system = system
+        if self.transcript.path:  # before the first turn the header records them
+            self.transcript.write({"type": "settings", "params": self.params.as_dict(),
+                                   "model_params": self.model_params, "system": self.conversation.system})
+
+    def add_model(self, model: Backend) -> None:
+        self.models = sorted([*self.models, model], key=lambda m: m.card.params)
+        if self.transcript.path:
+            self.transcript.write({"type": "models", "added": [model.card.header()], "removed": []})
+
+    async def remove_model(self, model_id: str) -> None:
+        gone = [model for model in self.models if model.card.id == model_id]
+        self.models = [model for model in self.models if model.card.id != model_id]
+        for model in gone:
+            await model.close()
+        if gone and self.transcript.path:
+            self.transcript.write({"type": "models", "added": [], "removed": [model_id]})
+
+    async def start_over(self) -> None:
+        """A new session: empty history, a new transcript file, every model's cache cleared."""
+        self.transcript.close()
+        self.transcript = TranscriptWriter(self.sessions_dir, {})
+        self.conversation = Conversation(system=self.conversation.system)
+        self._seeds.clear()
+        for model in self.models:
+            await model.reset()
 
     async def cancel(self, model_id: str | None = None) -> None:
         for model in self.models:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -72,7 +73,14 @@ def present_file(card: ModelCard, source: Source) -> Path | None:
             return path if path and _size_ok(path, card) else None
         path = assembled_path(card)
         return path if path.is_file() and _size_ok(path, card) else None
-    return _hub_cached(source)
+    path = _hub_cached(source)
+    if path is None or len(source.hub_files) > 1:
+        return path
+    # A download that failed the card's check stays in the hub cache: check it again (the hash
+    # was remembered when it was downloaded, so this does not read the file again).
+    if not _size_ok(path, card) or (card.sha256 and file_sha256(path) != card.sha256):
+        return None
+    return path
 
 
 def find_local(card: ModelCard) -> tuple[Path, Source] | None:
@@ -229,7 +237,8 @@ def remember_sha256(path: Path, sha256: str) -> None:
     memory[key] = [*stamp, sha256]
     target = _hash_memory()
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f"{target.name}.{os.getpid()}")
+    # Unique per thread too: models are loaded (and their hashes remembered) in threads at once.
+    temporary = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}")
     temporary.write_text(json.dumps(memory, indent=1))
     os.replace(temporary, target)
 

@@ -1,0 +1,89 @@
+"""A scripted stand-in for a model backend, for fast tests of the app and the session.
+
+It honours the same interface as the llama.cpp workers (`tui.engine.base.Backend`):
+load (optionally slow or failing), stream a reply word by word with a delay, cancel,
+reset. It records every request so tests can check the history and parameters sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from tui.cards import ModelCard, Source
+from tui.engine.base import ModelLoadError, State
+from tui.engine.events import Finished, FirstToken, PromptReady, TextPiece, TurnEvent, TurnRequest
+from tui.store import Progress
+
+Script = Callable[[TurnRequest], str]
+
+
+def echo_script(card: ModelCard) -> Script:
+    return lambda request: f"{card.name} answers: {request.messages[-1]['content']}"
+
+
+def card(card_id: str, params: int, name: str | None = None) -> ModelCard:
+    return ModelCard(id=card_id, name=name or card_id, family="Scripted", params=params, quant="Q4_0",
+                     size=params // 2, sha256="0" * 64, context=2048, sources=(Source(path="/dev/null"),))
+
+
+class ScriptedModel:
+    def __init__(self, card: ModelCard, *, script: Script | None = None, delay: float = 0.0,
+                 load_delay: float = 0.0, load_error: str | None = None) -> None:
+        self.card = card
+        self.state: State = "waiting"
+        self.error: str | None = None
+        self.n_ctx = card.context
+        self.n_past = 0
+        self.script = script or echo_script(card)
+        self.delay, self.load_delay, self.load_error = delay, load_delay, load_error
+        self.requests: list[TurnRequest] = []
+        self._cancelled = asyncio.Event()
+
+    async def load(self, progress: Progress | None = None) -> None:
+        self.state = "loading"
+        await asyncio.sleep(self.load_delay)
+        if self.load_error:
+            self.state, self.error = "error", self.load_error
+            raise ModelLoadError(self.load_error)
+        self.state = "ready"
+
+    async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+        self.requests.append(request)
+        self.state = "busy"
+        self._cancelled.clear()
+        prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
+        yield PromptReady(prompt_tokens, 0)
+        words = self.script(request).split(" ")[: request.params.max_tokens]
+        text = ""
+        for n, word in enumerate(words):
+            if self.delay:
+                try:
+                    await asyncio.wait_for(self._cancelled.wait(), self.delay)
+                except TimeoutError:
+                    pass
+            if self._cancelled.is_set():
+                self.state = "ready"
+                yield Finished("cancelled", "cancelled", text.strip(), prompt_tokens, 0, n,
+                               ttft_s=self.delay if n else None, elapsed_s=self.delay * n)
+                return
+            if n == 0:
+                yield FirstToken(self.delay)
+            piece = word if n == 0 else " " + word
+            text += piece
+            yield TextPiece(piece)
+        self.state = "ready"
+        self.n_past = prompt_tokens + len(words)
+        # Nominal rather than measured numbers, so that screenshots are the same every run.
+        yield Finished("done", "stop" if len(words) < request.params.max_tokens else "length", text,
+                       prompt_tokens, 0, len(words), ttft_s=self.delay, tokens_per_s=1 / self.delay if self.delay else None,
+                       elapsed_s=self.delay * len(words))
+
+    async def cancel(self) -> None:
+        self._cancelled.set()
+
+    async def reset(self) -> None:
+        self.n_past = 0
+
+    async def close(self) -> None:
+        self.state = "closed"

@@ -1,0 +1,276 @@
+"""The CPU lease (`Lanes`) shared by worker threads and processes, and the scheduling policies."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tui.engine.schedule import POLICIES, Cancelled, Lanes, Plan
+
+SPAWN = multiprocessing.get_context("spawn")
+NEVER = threading.Event()  # a cancel event that is never set
+
+
+def take(lanes: Lanes, slot: int, within: float = 2.0) -> None:
+    """Acquire a lane, failing with Cancelled if it is not granted within `within` seconds."""
+    cancel = threading.Event()
+    timer = threading.Timer(within, cancel.set)
+    timer.start()
+    try:
+        lanes.acquire(slot, cancel)
+    finally:
+        timer.cancel()
+
+
+def queued(lanes: Lanes) -> int:
+    return lanes._queued.value  # no public view of the queue; read only to order the test's steps
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def start(target: Callable[..., Any], *args: Any) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("capacity", [1, 2])
+def test_never_more_holders_than_lanes(capacity: int) -> None:
+    """Four threads competing for `capacity` lanes: at most `capacity` hold one at a time."""
+    lanes = Lanes(SPAWN, capacity)
+    guard = threading.Lock()
+    holders, peak = 0, 0
+
+    def work(slot: int) -> None:
+        nonlocal holders, peak
+        for _ in range(60):
+            take(lanes, slot, within=10)
+            with guard:
+                holders += 1
+                peak = max(peak, holders)
+            time.sleep(0.0005)
+            with guard:
+                holders -= 1
+            lanes.release(slot)
+
+    threads = [start(work, slot) for slot in range(4)]
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert peak == capacity
+
+
+def test_waiters_served_first_come_first_served() -> None:
+    """Waiting slots get the lane in the order they asked, not by slot number."""
+    lanes = Lanes(SPAWN, 1)
+    take(lanes, 0)
+    order: list[int] = []
+
+    def take_once(slot: int) -> None:
+        take(lanes, slot)
+        order.append(slot)
+        lanes.release(slot)
+
+    threads = []
+    for slot in (3, 1, 2, 5):
+        threads.append(start(take_once, slot))
+        wait_until(lambda: queued(lanes) == len(threads))
+    lanes.release(0)
+    for thread in threads:
+        thread.join(5)
+    assert order == [3, 1, 2, 5]
+
+
+def test_cancel_while_waiting() -> None:
+    """A waiter whose cancel event is set raises Cancelled promptly and leaves the lane usable."""
+    lanes = Lanes(SPAWN, 1)
+    take(lanes, 0)
+    cancel = threading.Event()
+    outcome: list[Any] = []
+
+    def wait_for_lane() -> None:
+        try:
+            lanes.acquire(1, cancel)
+            outcome.append("acquired")
+        except Cancelled:
+            outcome.append(time.monotonic())
+
+    thread = start(wait_for_lane)
+    wait_until(lambda: queued(lanes) == 1)
+    cancelled_at = time.monotonic()
+    cancel.set()
+    thread.join(2)
+    assert len(outcome) == 1 and outcome[0] != "acquired"
+    assert outcome[0] - cancelled_at < 0.3
+    assert queued(lanes) == 0
+
+    lanes.release(0)
+    take(lanes, 1)  # the cancelled slot can wait again and get it
+    lanes.release(1)
+    take(lanes, 2)
+
+
+def test_cancel_racing_a_grant_loses_no_lane() -> None:
+    """Cancel set just as the lane is handed over: whatever wins, the lane is not lost or doubled."""
+    lanes = Lanes(SPAWN, 1)
+    for attempt in range(40):
+        take(lanes, 0)
+        cancel = threading.Event()
+
+        def wait_for_lane() -> None:
+            try:
+                lanes.acquire(1, cancel)
+            except Cancelled:
+                return
+            lanes.release(1)
+
+        thread = start(wait_for_lane)
+        wait_until(lambda: queued(lanes) == 1)
+        if attempt % 2:
+            time.sleep(0.05)  # let the waiter sit in its timed wait, so the cancel check runs
+        cancel.set()
+        lanes.release(0)
+        thread.join(2)
+        assert not thread.is_alive()
+        take(lanes, 2)  # a lost lane would make this (or a later round) time out
+        lanes.release(2)
+    take(lanes, 2)
+    with pytest.raises(Cancelled):
+        take(lanes, 3, within=0.1)  # a doubled lane, from any round, would let this in
+
+
+def test_forget_hands_on_a_held_lane() -> None:
+    """forget(slot) for a holder that is gone gives its lane to the next waiter."""
+    lanes = Lanes(SPAWN, 1)
+    take(lanes, 0)
+    got: list[int] = []
+    thread = start(lambda: (take(lanes, 1), got.append(1)))
+    wait_until(lambda: queued(lanes) == 1)
+    lanes.forget(0)
+    thread.join(2)
+    assert got == [1]
+    lanes.release(0)  # a late release from the forgotten slot changes nothing
+    with pytest.raises(Cancelled):
+        take(lanes, 2, within=0.1)
+
+
+def test_resize() -> None:
+    """Growing to 2 lets a waiter in beside the holder; shrinking to 1 applies once both release."""
+    lanes = Lanes(SPAWN, 1)
+    take(lanes, 0)
+    got: list[int] = []
+    first = start(lambda: (take(lanes, 1), got.append(1)))
+    wait_until(lambda: queued(lanes) == 1)
+    lanes.resize(2)
+    first.join(2)
+    assert got == [1]  # slots 0 and 1 hold a lane each
+
+    lanes.resize(1)
+    second = start(lambda: (take(lanes, 2), got.append(2)))
+    wait_until(lambda: queued(lanes) == 1)
+    lanes.release(0)
+    time.sleep(0.2)
+    assert got == [1]  # slot 1 still holds the only lane left
+    lanes.release(1)
+    second.join(2)
+    assert got == [1, 2]
+    with pytest.raises(Cancelled):
+        take(lanes, 3, within=0.1)
+
+
+# --- across processes ---------------------------------------------------------------------------
+
+
+def _take_turns(lanes: Lanes, slot: int, record: Any, count: Any, guard: Any, cycles: int) -> None:
+    def note(value: int) -> None:
+        with guard:
+            record[count.value] = value
+            count.value += 1
+
+    for _ in range(cycles):
+        lanes.acquire(slot, threading.Event())
+        note(slot)
+        time.sleep(0.001)
+        note(-slot)
+        lanes.release(slot)
+
+
+def _hold_forever(lanes: Lanes, slot: int, holding: Any) -> None:
+    lanes.acquire(slot, threading.Event())
+    holding.set()
+    time.sleep(600)
+
+
+def test_processes_never_overlap() -> None:
+    """Two spawned processes taking turns 50 times each are never inside a lane together."""
+    cycles = 50
+    lanes = Lanes(SPAWN, 1)
+    record = SPAWN.Array("i", 4 * cycles, lock=False)
+    count = SPAWN.Value("i", 0, lock=False)
+    guard = SPAWN.Lock()
+    workers = [SPAWN.Process(target=_take_turns, args=(lanes, slot, record, count, guard, cycles))
+               for slot in (1, 2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    entries = list(record[:count.value])
+    assert len(entries) == 4 * cycles
+    pairs = list(zip(entries[::2], entries[1::2]))
+    assert all(enter > 0 and leave == -enter for enter, leave in pairs), entries
+    assert sorted(enter for enter, _ in pairs) == [1] * cycles + [2] * cycles
+
+
+def test_killed_workers_are_forgotten() -> None:
+    """Workers killed while holding or waiting for the lane are cleaned up by forget(); exactly one
+    lane is left, free for the next."""
+    lanes = Lanes(SPAWN, 1)
+    holding, never_set = SPAWN.Event(), SPAWN.Event()  # kept referenced until the children start
+    holder = SPAWN.Process(target=_hold_forever, args=(lanes, 1, holding))
+    waiter = SPAWN.Process(target=_hold_forever, args=(lanes, 2, never_set))
+    try:
+        holder.start()
+        assert holding.wait(30)
+        waiter.start()
+        wait_until(lambda: queued(lanes) == 1, timeout=30)
+        time.sleep(0.05)  # past the enqueueing, so the kill does not land inside the shared lock
+    finally:
+        for process in (holder, waiter):
+            if process.pid is not None:
+                process.kill()
+                process.join(10)
+    lanes.forget(1)  # hands the lane to slot 2, which is dead too
+    lanes.forget(2)
+    take(lanes, 3)
+    with pytest.raises(Cancelled):
+        take(lanes, 4, within=0.1)
+
+
+# --- policies -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("policy", "models", "cores", "plan"), [
+    ("baton", 4, 2, Plan(lanes=1, threads=2)),
+    ("baton", 4, 16, Plan(lanes=1, threads=16)),
+    ("baton", 1, 16, Plan(lanes=1, threads=16)),
+    ("split", 4, 2, Plan(lanes=2, threads=1)),
+    ("split", 4, 16, Plan(lanes=4, threads=4)),
+    ("split", 3, 16, Plan(lanes=3, threads=5)),
+    ("split", 1, 2, Plan(lanes=1, threads=2)),
+    ("split", 1, 16, Plan(lanes=1, threads=16)),
+])
+def test_policy_plan(policy: str, models: int, cores: int, plan: Plan) -> None:
+    """Plans never run more threads than cores: baton one lane with all, split the cores shared."""
+    assert POLICIES[policy].plan(models, cores) == plan
+    assert plan.lanes * plan.threads <= cores

@@ -1,0 +1,87 @@
+"""Choose the models of the session: tick cards, start from a lineup, or name a GGUF file.
+A model added mid-session sees the conversation so far before its first turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, SelectionList, Static
+
+from tui.cards import Catalog, ModelCard, card_from_gguf, size_label
+from tui.gguf import GGUFError
+from tui.session import Session
+from tui.store import find_local
+
+
+class ModelsScreen(ModalScreen[list[ModelCard] | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, catalog: Catalog, session: Session) -> None:
+        super().__init__()
+        self.cards = dict(catalog.cards)
+        for model in session.models:  # cards from files, or changed by options, as loaded
+            self.cards[model.card.id] = model.card
+        self.catalog = catalog
+        self.chosen = {model.card.id for model in session.models}
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("[b]Models[/b] · added models load in the background; removed ones are closed")
+            yield Label("Start from a lineup", classes="field-label")
+            yield Select([(f"{l.name} ({len(l.models)} models)", l.name) for l in self.catalog.lineups.values()],
+                         prompt="keep the current models", id="lineup")
+            yield Label("Models (space ticks)", classes="field-label")
+            yield SelectionList[str](id="cards")
+            yield Label("Or add a GGUF file", classes="field-label")
+            yield Input(placeholder="/path/to/model.gguf", id="path")
+            yield Static("", classes="problem")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Apply", id="apply", variant="primary")
+
+    def on_mount(self) -> None:
+        self.fill()
+
+    def fill(self) -> None:
+        cards = self.query_one("#cards", SelectionList)
+        cards.clear_options()
+        for card in sorted(self.cards.values(), key=lambda c: (c.params, c.id)):
+            where = "here" if find_local(card) else card.sources[0].kind
+            label = f"{card.params_label:>5}  {card.name}  ({card.quant}, {size_label(card.size)}, {where})"
+            cards.add_option((label, card.id, card.id in self.chosen))
+        cards.styles.height = min(len(self.cards) + 2, 14)
+
+    @on(Select.Changed, "#lineup")
+    def pick_lineup(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.chosen = set(self.catalog.lineups[event.value].models)
+            self.fill()
+
+    @on(SelectionList.SelectedChanged)
+    def remember(self, event: SelectionList.SelectedChanged) -> None:  # type: ignore[type-arg]
+        self.chosen = set(event.selection_list.selected)
+
+    @on(Button.Pressed, "#apply")
+    def apply(self) -> None:
+        path = self.query_one("#path", Input).value.strip()
+        if path:
+            try:
+                card = card_from_gguf(Path(path).expanduser().resolve())
+            except GGUFError as error:
+                self.query_one(".problem", Static).update(str(error))
+                return
+            self.cards[card.id] = card
+            self.chosen.add(card.id)
+        if not self.chosen:
+            self.query_one(".problem", Static).update("Choose at least one model")
+            return
+        self.dismiss([self.cards[card_id] for card_id in self.chosen])
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)

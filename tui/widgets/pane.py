@@ -1,0 +1,163 @@
+"""One model's pane: a header saying what the model is and what it is doing, its replies
+turn by turn, and a footer with the last reply's numbers."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.reactive import reactive
+from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+from tui.cards import ModelCard, size_label
+from tui.engine.events import Finished
+from tui.textsafe import safe_text
+
+STATES = {
+    "waiting": "◌ waiting", "fetching": "⇣ fetching", "loading": "◌ loading", "ready": "● ready",
+    "thinking": "… thinking", "streaming": "▶ streaming", "done": "✓ done", "cancelled": "⊘ cancelled",
+    "error": "✗ error",
+}
+
+
+def reply_stats(done: Finished) -> str:
+    parts = [done.finish_reason if done.status == "done" else done.status, f"{done.completion_tokens} tok"]
+    if done.ttft_s is not None:
+        parts.append(f"TTFT {done.ttft_s:.2f}s")
+    if done.tokens_per_s:
+        parts.append(f"{done.tokens_per_s:.1f} tok/s")
+    return " · ".join(parts)
+
+
+class TurnView(Vertical):
+    """One user turn and this model's reply to it."""
+
+    def __init__(self, turn: int, prompt: str) -> None:
+        super().__init__(id=f"turn-{turn}", classes="turn")
+        self.turn = turn
+        self.prompt = prompt
+        self.reply = Markdown("", classes="reply")
+        self.stats = Static("", classes="reply-stats")
+        self.stream: MarkdownStream | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"▶ {self.prompt}", no_wrap=False), classes="prompt", markup=False)
+        yield self.reply
+        yield self.stats
+
+    async def write(self, text: str) -> None:
+        if self.stream is None:
+            self.stream = Markdown.get_stream(self.reply)  # batches appends the UI can't keep up with
+        await self.stream.write(safe_text(text))
+
+    async def finish(self, done: Finished) -> None:
+        if self.stream is not None:
+            await self.stream.stop()
+        for notice in done.notices:
+            self.mount(Static(Text(f"ⓘ {safe_text(notice)}"), classes="notice"), before=self.stats)
+        if done.error:
+            self.mount(Static(Text(f"✗ {safe_text(done.error)}"), classes="error"), before=self.stats)
+        self.stats.update(reply_stats(done))
+        self.set_class(done.status != "done", f"-{done.status}")
+
+
+class ModelPane(Vertical):
+    """The pane of one model; the chat screen drives it with begin/write/finish."""
+
+    state: reactive[str] = reactive("waiting")
+    progress: reactive[str] = reactive("")
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__(id=f"pane-{card.id.replace('.', '_')}", classes="pane")
+        self.card = card
+        self.header = Static("", classes="pane-header")
+        self.turns = VerticalScroll(classes="turns")
+        self.footer = Static("", classes="pane-footer")
+        self.overrides = ""  # per-model sampling parameters, shown in the header
+        self.context = (0, card.context)
+        self.live_tokens = 0
+        self.live_started = 0.0
+        self.last: Finished | None = None
+        self.following = True
+
+    def compose(self) -> ComposeResult:
+        yield self.header
+        yield self.turns
+        yield self.footer
+
+    def on_mount(self) -> None:
+        self.refresh_header()
+        self.refresh_footer()
+
+    def watch_state(self) -> None:
+        for state in STATES:
+            self.set_class(state == self.state, f"-{state}")
+        self.refresh_header()
+
+    def watch_progress(self) -> None:
+        self.refresh_header()
+
+    def refresh_header(self) -> None:
+        card = self.card
+        title = Text(card.name, style="bold")
+        if not card.instruct:
+            title.append(" base", style="italic")
+        facts = f"{card.family} · {card.params_label} · {card.quant} · {size_label(card.size)}"
+        state = STATES.get(self.state, self.state) + (f" {self.progress}" if self.progress else "")
+        lines = Text.assemble(title, "\n", (facts, "dim"), "\n", (state, "bold"))
+        if self.overrides:
+            lines.append(f"  {self.overrides}", style="italic")
+        self.header.update(lines)
+
+    def refresh_footer(self) -> None:
+        used, size = self.context
+        parts = []
+        if self.state in ("thinking", "streaming"):
+            parts.append(f"{self.live_tokens} tok")
+            elapsed = time.perf_counter() - self.live_started
+            if self.live_tokens > 1 and elapsed > 0:
+                parts.append(f"{(self.live_tokens - 1) / elapsed:.1f} t/s")
+        elif self.last is not None:
+            if self.last.ttft_s is not None:
+                parts.append(f"TTFT {self.last.ttft_s:.2f}s")
+            if self.last.tokens_per_s:
+                parts.append(f"{self.last.tokens_per_s:.1f} t/s")
+            parts.append(f"{self.last.completion_tokens} tok")
+        parts.append(f"ctx {used}/{size}")
+        self.footer.update(" · ".join(parts))
+
+    def show_error(self, message: str) -> None:
+        self.state = "error"
+        self.turns.mount(Static(Text(f"✗ {safe_text(message)}"), classes="error"))
+
+    def turn_view(self, turn: int) -> TurnView | None:
+        found = self.turns.query(f"#turn-{turn}")
+        return found.first(TurnView) if found else None
+
+    async def begin(self, turn: int, prompt: str) -> TurnView:
+        view = self.turn_view(turn)
+        if view is None:
+            view = TurnView(turn, safe_text(prompt))
+            await self.turns.mount(view)
+        self.state = "thinking"
+        self.live_tokens, self.live_started = 0, time.perf_counter()
+        self.follow()
+        return view
+
+    def follow(self) -> None:
+        """Keep the newest text in view, unless the user has scrolled up to read."""
+        if self.following:
+            self.turns.call_after_refresh(self.turns.scroll_end, animate=False, immediate=True)
+
+    def scrolled(self) -> None:
+        """The view moved: follow new text again only once it is back at the end."""
+        self.following = self.turns.scroll_y >= self.turns.max_scroll_y - 1
+
+    async def clear(self) -> None:
+        await self.turns.remove_children()
+        self.last = None
+        self.context = (0, self.context[1])
+        self.refresh_footer()
