@@ -68,7 +68,7 @@ class HubStandIn:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hub = self
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def set_failure(self, mode: Failure) -> None:
         self.failure, self._cut_done = mode, False

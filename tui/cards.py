@@ -8,8 +8,9 @@ field, and everything else still loads.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -328,6 +329,8 @@ def select_models(catalog: Catalog, lineup: str | None, models: list[str]) -> li
             card = catalog.cards[spec]
         elif Path(spec).expanduser().is_file():
             card = card_from_gguf(Path(spec).expanduser().resolve())
+            if card.id in catalog.cards or card.id in chosen:  # a file named like a card is still itself
+                card = replace(card, id=f"{card.id}-file-{hashlib.sha1(card.origin.encode()).hexdigest()[:6]}")
         elif spec.endswith(".gguf"):
             raise SelectionError(f"no such file: {spec}")
         else:

