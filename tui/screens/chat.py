@@ -30,6 +30,12 @@ from tui.textsafe import safe_text
 from tui.widgets.composer import Composer
 from tui.widgets.pane import STATES, ModelPane
 
+# Streaming text reaches the screen in batches, every `interval` seconds. On a slow
+# machine one screen update of four panes costs tens of milliseconds of CPU, taken from
+# the models, so the interval adapts: it grows while the app uses more than its budget
+# of one core and shrinks back when it uses much less.
+UI_CPU_BUDGET = 0.10
+FASTEST, SLOWEST = 0.1, 0.5
 MIN_PANE_WIDTH = 38  # narrower than this, panes are shown one at a time with a switcher
 
 
@@ -78,7 +84,9 @@ class ChatScreen(Screen[None]):
             await self.add_pane(model)
         self.refresh_title()
         self.query_one(Composer).focus()
-        self.set_interval(0.25, self.tick)
+        self.stream_interval = FASTEST
+        self._last_tick = (time.perf_counter(), time.process_time())
+        self.set_timer(self.stream_interval, self.tick)
 
     # --- panes and their models -----------------------------------------------------------
 
@@ -143,8 +151,7 @@ class ChatScreen(Screen[None]):
         async for event in self.session.answer(model, turn):
             if isinstance(event, TextPiece):
                 pane.live_tokens += 1
-                await view.write(event.text)
-                pane.follow()
+                view.write(event.text)
             elif isinstance(event, FirstToken):
                 pane.state = "streaming"
                 pane.live_started = time.perf_counter()
@@ -154,18 +161,29 @@ class ChatScreen(Screen[None]):
             elif isinstance(event, Notice):
                 self.notify(safe_text(event.message), title=model.card.name, timeout=6)
             elif isinstance(event, Finished):
+                pane.streaming = None
                 await view.finish(event)
+                pane.follow()
                 pane.last = event
                 pane.state = event.status
                 pane.context = (model.n_past, model.n_ctx)
                 pane.refresh_footer()
                 self.update_switcher()
 
-    def tick(self) -> None:
-        """Refresh the live numbers of streaming panes a few times a second, not per token."""
-        for pane in self.panes.values():
-            if pane.state in ("thinking", "streaming"):
-                pane.refresh_footer()
+    async def tick(self) -> None:
+        """Show what streamed since the last tick, in every pane at once: one layout
+        pass for all of them, not one per token."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        share = (cpu - self._last_tick[1]) / max(wall - self._last_tick[0], 1e-3)
+        self._last_tick = (wall, cpu)
+        if share > UI_CPU_BUDGET:
+            self.stream_interval = min(SLOWEST, self.stream_interval * 1.25)
+        elif share < UI_CPU_BUDGET / 2:
+            self.stream_interval = max(FASTEST, self.stream_interval / 1.25)
+        with self.app.batch_update():
+            for pane in list(self.panes.values()):
+                await pane.flush()
+        self.set_timer(self.stream_interval, self.tick)
 
     def on_screen_resume(self) -> None:
         self.refresh_title()
@@ -261,7 +279,8 @@ class ChatScreen(Screen[None]):
 
     def on_pane_scrolled(self, pane: ModelPane) -> None:
         pane.scrolled()
-        self.follow_scroll(pane)
+        if not pane.following:  # following new text is not a scroll the others should copy
+            self.follow_scroll(pane)
 
     def follow_scroll(self, leader: ModelPane) -> None:
         """Scroll the other panes so that the turn at the top of `leader` is at their top."""
@@ -279,7 +298,7 @@ class ChatScreen(Screen[None]):
                 view = pane.turn_view(anchor.turn) if pane is not leader else None
                 if view is not None:
                     target = view.virtual_region.y + fraction * view.virtual_region.height
-                    pane.turns.scroll_to(y=target, animate=False)
+                    pane.turns.scroll_to(y=target, animate=False, immediate=True)
         finally:
             self._syncing = False
 

@@ -10,7 +10,6 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Markdown, Static
-from textual.widgets.markdown import MarkdownStream
 
 from tui.cards import ModelCard, size_label
 from tui.engine.events import Finished
@@ -33,7 +32,13 @@ def reply_stats(done: Finished) -> str:
 
 
 class TurnView(Vertical):
-    """One user turn and this model's reply to it."""
+    """One user turn and this model's reply to it.
+
+    Streamed text is buffered and handed to the Markdown widget in batches by `flush`,
+    which the chat screen calls for every pane at once a few times a second: each
+    append re-parses the last Markdown block and makes Textual lay out the screen
+    again, so doing that per token for four panes would eat the CPU the models need.
+    """
 
     def __init__(self, turn: int, prompt: str) -> None:
         super().__init__(id=f"turn-{turn}", classes="turn")
@@ -41,21 +46,27 @@ class TurnView(Vertical):
         self.prompt = prompt
         self.reply = Markdown("", classes="reply")
         self.stats = Static("", classes="reply-stats")
-        self.stream: MarkdownStream | None = None
+        self.pending: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"▶ {self.prompt}", no_wrap=False), classes="prompt", markup=False)
         yield self.reply
         yield self.stats
 
-    async def write(self, text: str) -> None:
-        if self.stream is None:
-            self.stream = Markdown.get_stream(self.reply)  # batches appends the UI can't keep up with
-        await self.stream.write(safe_text(text))
+    def write(self, text: str) -> None:
+        self.pending.append(text)
+
+    async def flush(self) -> bool:
+        """Show the buffered text; whether there was any."""
+        if not self.pending:
+            return False
+        text = safe_text("".join(self.pending))
+        self.pending.clear()
+        await self.reply.append(text)
+        return True
 
     async def finish(self, done: Finished) -> None:
-        if self.stream is not None:
-            await self.stream.stop()
+        await self.flush()
         for notice in done.notices:
             self.mount(Static(Text(f"ⓘ {safe_text(notice)}"), classes="notice"), before=self.stats)
         if done.error:
@@ -82,6 +93,7 @@ class ModelPane(Vertical):
         self.live_started = 0.0
         self.last: Finished | None = None
         self.following = True
+        self.streaming: TurnView | None = None  # the reply being written, if any
 
     def compose(self) -> ComposeResult:
         yield self.header
@@ -127,7 +139,7 @@ class ModelPane(Vertical):
                 parts.append(f"{self.last.tokens_per_s:.1f} t/s")
             parts.append(f"{self.last.completion_tokens} tok")
         parts.append(f"ctx {used}/{size}")
-        self.footer.update(" · ".join(parts))
+        self.footer.update(" · ".join(parts), layout=False)
 
     def show_error(self, message: str) -> None:
         self.state = "error"
@@ -144,8 +156,16 @@ class ModelPane(Vertical):
             await self.turns.mount(view)
         self.state = "thinking"
         self.live_tokens, self.live_started = 0, time.perf_counter()
+        self.streaming = view
         self.follow()
         return view
+
+    async def flush(self) -> None:
+        """Show buffered text and live numbers (called a few times a second)."""
+        if self.streaming is not None and await self.streaming.flush():
+            self.follow()
+        if self.state in ("thinking", "streaming"):
+            self.refresh_footer()
 
     def follow(self) -> None:
         """Keep the newest text in view, unless the user has scrolled up to read."""
