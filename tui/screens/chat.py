@@ -312,11 +312,16 @@ class ChatScreen(Screen[None]):
         session = self.session
         info = session.engine_info
         path = session.transcript.path
-        where = str(path).replace(str(Path.home()), "~", 1) if path else "starts with the first turn"
+        if path is None:
+            where = "saved from the first turn"
+        elif path.is_relative_to(Path.cwd()):
+            where = str(path.relative_to(Path.cwd()))
+        else:
+            where = str(path).replace(str(Path.home()), "~", 1)
         title = Text.assemble(("Ladder", "bold"), f" · {session.lineup or 'custom lineup'}")
         if info:
-            title.append(f" · {info.get('schedule')} schedule on {info.get('cores')} cores", style="dim")
-        title.append(f" · transcript: {where}", style="dim")
+            title.append(f" · {info.get('schedule')}, {info.get('cores')} cores", style="dim")
+        title.append(f" · {where}", style="dim")
         self.query_one("#title", Static).update(title)
         params = session.params
         system = session.conversation.system.replace("\n", " ") or "(none)"

@@ -27,7 +27,7 @@ def reply_stats(done: Finished) -> str:
     if done.ttft_s is not None:
         parts.append(f"TTFT {done.ttft_s:.2f}s")
     if done.tokens_per_s:
-        parts.append(f"{done.tokens_per_s:.1f} tok/s")
+        parts.append(f"{done.tokens_per_s:.1f} t/s")
     return " · ".join(parts)
 
 
@@ -115,9 +115,9 @@ class ModelPane(Vertical):
     def refresh_header(self) -> None:
         card = self.card
         title = Text(card.name, style="bold")
-        if not card.instruct:
-            title.append(" base", style="italic")
-        facts = f"{card.family} · {card.params_label} · {card.quant} · {size_label(card.size)}"
+        facts = f"{card.params_label} · {card.quant} · {size_label(card.size)} · {card.family}"
+        if not card.instruct and "base" not in card.name.lower():
+            facts += " · base model"
         state = STATES.get(self.state, self.state) + (f" {self.progress}" if self.progress else "")
         lines = Text.assemble(title, "\n", (facts, "dim"), "\n", (state, "bold"))
         if self.overrides:
