@@ -267,3 +267,36 @@ async def test_end_to_end_with_the_real_smallest_model(tmp_path: Path) -> None:
         reply = transcript_events(app)[-1]
         assert reply["type"] == "reply" and reply["status"] == "done"
         assert reply["text"] == reply_text(pane, 1).strip()
+
+
+async def test_picking_a_scenario_starts_it_and_items_are_checked_and_scored(tmp_path: Path) -> None:
+    from tui.scenario import load_scenarios
+
+    app, models = make_app(tmp_path)
+    app.config.scenarios, _ = load_scenarios()
+    async with app.run_test(size=(200, 50)) as pilot:
+        await pilot.pause(0.2)
+        models["big"].script = lambda request: "```\n" + request.messages[-1]["content"] + "\n```"
+        await pilot.press("f6")
+        await pilot.pause(0.2)
+        titles = [str(option.prompt) for option in app.screen.query_one("OptionList").options]
+        await pilot.press(*["down"] * next(i for i, t in enumerate(titles) if "Linux terminal" in t), "enter")
+        await pilot.pause(0.5)
+        screen = chat(app)
+        assert app.session.scenario.id == "linux-terminal"
+        assert "Pretend to be a Linux terminal" in str(screen.query_one("#scenario-line").render())
+        assert models["tiny"].requests[-1].messages[-1] == {"role": "user", "content": "pwd"}  # the first turn
+        assert models["tiny"].requests[-1].messages[0]["content"].startswith("I want you to act as a Linux terminal")
+        await pilot.press("f7")  # the first item: ls -la
+        await pilot.pause(0.5)
+        big, tiny = screen.panes["big"], screen.panes["tiny"]
+        assert "score 2/2" in str(big.header.render()) and "score 0/2" in str(tiny.header.render())
+        assert "✓ only a code block" in str(big.turn_view(2).query(".check").first().render())
+        assert "✗ broke character" in str(tiny.turn_view(2).query(".check").first().render())
+    events = transcript_events(app)
+    assert app.session.transcript.path.name.endswith("-linux-terminal.jsonl")
+    assert events[0]["scenario"]["id"] == "linux-terminal"
+    asked = [e for e in events if e["type"] == "user" and "item" in e]
+    assert asked[0]["item"]["prompt"] == "ls -la"
+    checks = {(e["turn"], e["model"]): e["check"]["passed"] for e in events if e["type"] == "reply"}
+    assert checks[(2, "big")] is True and checks[(2, "tiny")] is False

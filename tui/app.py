@@ -15,6 +15,7 @@ from tui import paths
 from tui.cards import Catalog, ModelCard
 from tui.engine.base import Backend
 from tui.engine.events import SamplingParams
+from tui.scenario import Scenario
 from tui.session import Session
 
 MakeBackend = Callable[[ModelCard], Backend]
@@ -31,6 +32,9 @@ class AppConfig:
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     system: str = ""
     engine_info: dict[str, Any] = field(default_factory=dict)
+    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    scenario: Scenario | None = None  # the one to start in
+    problems: list[str] = field(default_factory=list)  # bad card or scenario files, one line each
 
 
 class LadderApp(App[None]):
@@ -43,14 +47,14 @@ class LadderApp(App[None]):
         self.session = Session(
             [config.make_backend(card) for card in config.cards], sessions_dir=config.sessions_dir,
             params=config.params, model_params=config.model_params, system=config.system,
-            lineup=config.lineup, engine_info=config.engine_info,
+            lineup=config.lineup, engine_info=config.engine_info, scenario=config.scenario,
         )
 
     def on_mount(self) -> None:
         from tui.screens.chat import ChatScreen
 
-        for problem in self.config.catalog.problems:
-            self.notify(problem, title="Model card problem", severity="warning", timeout=10)
+        for problem in self.config.catalog.problems + self.config.problems:
+            self.notify(problem, title="Could not read a file", severity="warning", timeout=10)
         self.push_screen(ChatScreen())
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
@@ -65,17 +69,24 @@ class LadderApp(App[None]):
 
 def run_app(args: argparse.Namespace) -> int:
     from tui.cards import load_catalog
-    from tui.cli import chosen_cards, model_params, sampling_params
+    from tui.cli import UsageError, chosen_cards, model_params, sampling_params
+    from tui.scenario import load_scenarios
     from tui.engine.local import Engine
 
     catalog = load_catalog()
     cards = chosen_cards(args, catalog)
+    scenarios, problems = load_scenarios()
+    if args.scenario and args.scenario not in scenarios:
+        raise UsageError(f"no scenario '{args.scenario}' (known: {', '.join(sorted(scenarios))})")
+    scenario = scenarios.get(args.scenario) if args.scenario else None
     engine = Engine(policy=args.schedule)
     config = AppConfig(
         catalog=catalog, cards=cards, make_backend=engine.model, sessions_dir=paths.sessions_dir(args.sessions_dir),
-        lineup=args.lineup or (None if args.model else "offline"), params=sampling_params(args),
-        model_params=model_params(args, cards), system=args.system,
+        lineup=args.lineup or (None if args.model else "offline"),
+        params=sampling_params(args, SamplingParams().with_changes(scenario.params) if scenario else None),
+        model_params=model_params(args, cards), system=args.system or (scenario.system if scenario else ""),
         engine_info={"schedule": args.schedule, "cores": engine.cores},
+        scenarios=scenarios, scenario=scenario, problems=problems,
     )
     LadderApp(config).run()
     return 0

@@ -14,11 +14,13 @@ from typing import Any, TextIO
 
 from tui import paths
 from tui.cards import load_catalog
-from tui.cli import chosen_cards, model_params, report_problems, sampling_params
+from tui.checks import CheckResult, Item
+from tui.cli import UsageError, chosen_cards, model_params, report_problems, sampling_params
 from tui.engine.base import Backend
-from tui.engine.events import Finished, Notice, TextPiece, TurnEvent
+from tui.engine.events import Finished, Notice, SamplingParams, TextPiece, TurnEvent
 from tui.engine.local import Engine
-from tui.session import Session
+from tui.scenario import Scenario, load_scenarios
+from tui.session import Checked, Session
 from tui.textsafe import safe_text
 
 
@@ -58,28 +60,49 @@ class LabelledLines:
             print(f"{self.labels[key]} │ {part}", file=self.out, flush=True)
 
 
-def _json_line(model: Backend, event: TurnEvent, out: TextIO) -> None:
+def _json_line(model: Backend, event: TurnEvent | Checked, out: TextIO) -> None:
     record: dict[str, Any] = {"model": model.card.id, "event": type(event).__name__, **asdict(event)}
     out.write(json.dumps(record, ensure_ascii=True) + "\n")  # ASCII: no raw control bytes
     out.flush()
 
 
-def summary_table(rows: list[tuple[Backend, Finished]]) -> str:
-    header = ("model", "params", "TTFT", "tokens/s", "tokens", "finish")
-    lines = [header]
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Rows as aligned columns; columns of numbers are right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    numeric = [all(cell[:1].isdigit() or cell == "-" for cell in column[1:]) for column in zip(*rows)]
+    rendered = ["  ".join(cell.rjust(w) if right else cell.ljust(w) for cell, w, right in zip(row, widths, numeric))
+                for row in rows]
+    rendered.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in rendered)
+
+
+def summary_table(rows: list[tuple[Backend, Finished]], checks: dict[str, CheckResult] | None = None) -> str:
+    header: tuple[str, ...] = ("model", "params", "TTFT", "tokens/s", "tokens", "finish")
+    lines = [header + (("check",) if checks is not None else ())]
     for model, done in rows:
-        lines.append((
+        line: tuple[str, ...] = (
             model.card.name, model.card.params_label,
             "-" if done.ttft_s is None else f"{done.ttft_s:.2f}s",
             "-" if done.tokens_per_s is None else f"{done.tokens_per_s:.1f}",
             str(done.completion_tokens),
             done.finish_reason if done.status == "done" else done.status,
-        ))
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    rendered = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                for row in lines]
-    rendered.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(rendered)
+        )
+        if checks is not None:
+            result = checks.get(model.card.id)
+            line += (("✓ " if result.passed else "✗ ") + result.reason if result else "-",)
+        lines.append(line)
+    return table(lines)
+
+
+def score_table(session: Session) -> str:
+    variants = sorted({v for score in session.scores.values() for v in score.by_variant})
+    rows: list[tuple[str, ...]] = [("model", "params", "score", *variants)]
+    for model in session.models:
+        score = session.scores.get(model.card.id)
+        by_variant = [f"{score.by_variant[v][0]}/{score.by_variant[v][1]}" if score and v in score.by_variant else "-"
+                      for v in variants]
+        rows.append((model.card.name, model.card.params_label, str(score) if score else "-", *by_variant))
+    return table(rows)
 
 
 def _progress_printer() -> Any:
@@ -95,17 +118,70 @@ def _progress_printer() -> Any:
     return progress
 
 
+def _scenario(args: argparse.Namespace) -> Scenario | None:
+    if not args.scenario:
+        return None
+    scenarios, problems = load_scenarios()
+    for problem in problems:
+        print(f"ladder: warning: {problem}", file=sys.stderr)
+    if args.scenario not in scenarios:
+        raise UsageError(f"no scenario '{args.scenario}' (known: {', '.join(sorted(scenarios))}); "
+                         "see `ladder scenarios list`")
+    return scenarios[args.scenario]
+
+
+def _turns(args: argparse.Namespace, scenario: Scenario | None, session: Session) -> list[tuple[str, Item | None]]:
+    """What to send: the scenario's opening message, then the prompt or its next items."""
+    turns: list[tuple[str, Item | None]] = [(scenario.first_turn, None)] if scenario and scenario.first_turn else []
+    if args.prompt:
+        return turns + [(args.prompt, None)]
+    if scenario is None or not scenario.has_items:
+        raise UsageError("give a prompt" + (f" (scenario '{scenario.id}' has no items)" if scenario else ""))
+    progress = ScenarioProgress()
+    session.items_asked = progress.next_index(scenario)
+    if args.items < 1:
+        raise UsageError("--items must be at least 1")
+    turns += [(item.prompt, item) for item in (session.next_item() for _ in range(args.items))]
+    progress.save(scenario, session.items_asked)
+    return turns
+
+
+class ScenarioProgress:
+    """Where `ladder ask --scenario ID` left off in each scenario's items, so that
+    asking again goes on with the next ones."""
+
+    def __init__(self) -> None:
+        self.path = paths.data_dir() / "scenario-progress.json"
+        try:
+            self.data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+
+    def next_index(self, scenario: Scenario) -> int:
+        index = self.data.get(scenario.id, 0)
+        count = scenario.item_count
+        return index % count if isinstance(index, int) and count else 0
+
+    def save(self, scenario: Scenario, index: int) -> None:
+        self.data[scenario.id] = index
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=1))
+
+
 async def _ask(args: argparse.Namespace) -> int:
     catalog = load_catalog()
     report_problems(catalog)
     cards = chosen_cards(args, catalog)
+    scenario = _scenario(args)
+    params = sampling_params(args, SamplingParams().with_changes(scenario.params) if scenario else None)
     engine = Engine(policy=args.schedule)
     session = Session(
         [engine.model(card) for card in cards], sessions_dir=paths.sessions_dir(args.sessions_dir),
-        params=sampling_params(args), model_params=model_params(args, cards), system=args.system,
-        lineup=args.lineup or (None if args.model else "offline"),
+        params=params, model_params=model_params(args, cards), lineup=args.lineup or (None if args.model else "offline"),
+        system=args.system or (scenario.system if scenario else ""), scenario=scenario,
         engine_info={"schedule": args.schedule, "cores": engine.cores},
     )
+    turns = _turns(args, scenario, session)
     out = sys.stdout
     try:
         if not args.json:
@@ -113,39 +189,52 @@ async def _ask(args: argparse.Namespace) -> int:
         failed = await session.load(_progress_printer())
         for model_id, error in failed.items():
             print(f"ladder: {model_id}: {error}", file=sys.stderr)
-        lines = LabelledLines({m.card.id: m.card.name for m in session.models}, out)
-        results: list[tuple[Backend, Finished]] = []
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, lambda: asyncio.ensure_future(session.cancel()))
-        async for model, event in session.send(args.prompt):
-            if args.json:
-                _json_line(model, event, out)
-            elif isinstance(event, Finished):
-                note = f"[{event.status}: {event.error}]" if event.error else ""
-                lines.end(model.card.id, safe_text(note))
-            elif isinstance(event, TextPiece):
-                lines.add(model.card.id, event.text)
-            elif isinstance(event, Notice):
-                lines.end(model.card.id, safe_text(f"[{event.message}]"))
-            if isinstance(event, Finished):
-                results.append((model, event))
+        all_answered = True
+        for number, (text, item) in enumerate(turns, start=1):
+            if not args.json and len(turns) > 1:
+                print(f"\n── turn {number} of {len(turns)}: {safe_text(text)}", file=out)
+            all_answered &= await _one_turn(session, text, item, args, out)
         loop.remove_signal_handler(signal.SIGINT)
-        answered_ids = {model.card.id for model, _ in results}
-        results += [(model, Finished("error", "error", "", error=model.error))
-                    for model in session.models if model.card.id not in answered_ids]
-        results.sort(key=lambda pair: pair[0].card.params)
-        if not args.json:
-            print("\n" + summary_table(results), file=out)
+        if session.scores and not args.json:
+            print("\nscores\n" + score_table(session), file=out)
         where = session.transcript.path
         if where:
             print(f"transcript: {where}", file=sys.stderr if args.json else out)
-        answered = sum(1 for _, done in results if done.status == "done")
-        if answered < len(cards):
-            print(f"ladder: {answered} of {len(cards)} models answered", file=sys.stderr)
-            return 1
-        return 0
+        return 0 if all_answered else 1
     finally:
         await session.close()
+
+
+async def _one_turn(session: Session, text: str, item: Item | None, args: argparse.Namespace, out: TextIO) -> bool:
+    """Stream one turn as labelled lines (or JSON), then its summary; whether all answered."""
+    lines = LabelledLines({m.card.id: m.card.name for m in session.models}, out)
+    results: list[tuple[Backend, Finished]] = []
+    checks: dict[str, CheckResult] = {}
+    async for model, event in session.send(text, item):
+        if args.json:
+            _json_line(model, event, out)
+        elif isinstance(event, Finished):
+            lines.end(model.card.id, safe_text(f"[{event.status}: {event.error}]" if event.error else ""))
+        elif isinstance(event, TextPiece):
+            lines.add(model.card.id, event.text)
+        elif isinstance(event, Notice):
+            lines.end(model.card.id, safe_text(f"[{event.message}]"))
+        if isinstance(event, Finished):
+            results.append((model, event))
+        elif isinstance(event, Checked):
+            checks[model.card.id] = event.result
+    answered_ids = {model.card.id for model, _ in results}
+    results += [(model, Finished("error", "error", "", error=model.error))
+                for model in session.models if model.card.id not in answered_ids]
+    results.sort(key=lambda pair: pair[0].card.params)
+    if not args.json:
+        print("\n" + summary_table(results, checks if session.scenario and session.scenario.check else None), file=out)
+    answered = sum(1 for _, done in results if done.status == "done")
+    if answered < len(results):
+        print(f"ladder: {answered} of {len(results)} models answered", file=sys.stderr)
+    return answered == len(results)
 
 
 def run_ask(args: argparse.Namespace) -> int:

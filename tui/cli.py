@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,7 +15,7 @@ from tui.engine.events import PARAM_NAMES, SamplingParams
 from tui.engine.schedule import DEFAULT_POLICY, POLICIES
 from tui.gguf import GGUFError
 
-COMMANDS = ("chat", "ask", "models")
+COMMANDS = ("chat", "ask", "models", "scenarios")
 
 
 class UsageError(Exception):
@@ -32,7 +33,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                        help="how models share the CPU cores (default: %(default)s)")
     group.add_argument("--sessions-dir", metavar="DIR", help="where transcripts are saved")
     sampling = parser.add_argument_group("conversation")
-    sampling.add_argument("--system", default="", help="system prompt")
+    sampling.add_argument("--scenario", metavar="ID", help="start in a scenario; see `ladder scenarios list`")
+    sampling.add_argument("--system", default="", help="system prompt (default: the scenario's)")
     sampling.add_argument("--temperature", type=float)
     sampling.add_argument("--top-p", type=float)
     sampling.add_argument("--top-k", type=int)
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", help="the chat app (the default)")
     _model_options(chat)
     ask = commands.add_parser("ask", help="send one turn to every model and print the replies")
-    ask.add_argument("prompt", help="the user turn")
+    ask.add_argument("prompt", nargs="?", help="the user turn (with --scenario and no prompt: its next item)")
+    ask.add_argument("--items", type=int, default=1, metavar="N", help="with --scenario: ask its next N items")
     ask.add_argument("--json", action="store_true", help="one JSON object per event line")
     _model_options(ask)
     models = commands.add_parser("models", help="list, fetch or verify model files")
@@ -62,13 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("target", metavar="ID|LINEUP")
     verify = models_commands.add_parser("verify", help="check files against their cards' sha256")
     verify.add_argument("target", nargs="?", metavar="ID|LINEUP", help="default: every present model")
+    scenarios = commands.add_parser("scenarios", help="list scenarios or show one")
+    scenarios_commands = scenarios.add_subparsers(dest="scenarios_command", metavar="ACTION", required=True)
+    scenarios_commands.add_parser("list", help="every scenario: id, title, items, check")
+    show = scenarios_commands.add_parser("show", help="a scenario's description, prompts and items")
+    show.add_argument("id", metavar="ID")
     return parser
 
 
-def sampling_params(args: argparse.Namespace) -> SamplingParams:
+def sampling_params(args: argparse.Namespace, base: SamplingParams | None = None) -> SamplingParams:
+    """The parameters given on the command line, over `base` (defaults, or a scenario's)."""
     given = {name: getattr(args, name) for name in PARAM_NAMES if getattr(args, name, None) is not None}
     try:
-        return SamplingParams().with_changes(given)
+        return (base or SamplingParams()).with_changes(given)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -114,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in COMMANDS and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["chat", *argv]
     args = build_parser().parse_args(argv)
-    runners: dict[str, Callable[[argparse.Namespace], int]] = {"chat": _chat, "ask": _ask, "models": _models}
+    runners: dict[str, Callable[[argparse.Namespace], int]] = {
+        "chat": _chat, "ask": _ask, "models": _models, "scenarios": _scenarios}
     try:
         return runners[args.command](args)
     except (UsageError, SelectionError, GGUFError) as error:
@@ -122,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `ladder scenarios show x | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -134,6 +147,12 @@ def _ask(args: argparse.Namespace) -> int:
     from tui.ask import run_ask
 
     return run_ask(args)
+
+
+def _scenarios(args: argparse.Namespace) -> int:
+    from tui.scenarios_command import run_scenarios
+
+    return run_scenarios(args)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -12,15 +12,26 @@ from pathlib import Path
 from typing import Any
 
 from tui import __version__
+from tui.checks import CheckResult, Item, Score, run_check
 from tui.engine.base import Backend, ModelLoadError
 from tui.engine.events import Finished, Message, SamplingParams, TurnEvent, TurnRequest
+from tui.scenario import Scenario
 from tui.store import Progress
 from tui.transcript import TranscriptWriter
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The scenario's check of a reply that just finished, and the model's running score."""
+
+    result: CheckResult
+    score: Score
 
 
 @dataclass
 class Conversation:
     system: str = ""
+    opening: tuple[tuple[str, str], ...] = ()  # a scenario's few-shot turns, seen by every model
     user_turns: list[str] = field(default_factory=list)
     replies: dict[str, dict[int, str]] = field(default_factory=dict)  # model id -> turn -> text
 
@@ -34,6 +45,8 @@ class Conversation:
         """
         upto = len(self.user_turns) if upto is None else upto
         messages: list[Message] = [{"role": "system", "content": self.system}] if self.system else []
+        for user, assistant in self.opening:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
         for turn, text in enumerate(self.user_turns[:upto], start=1):
             messages.append({"role": "user", "content": text})
             if turn < upto:
@@ -57,16 +70,20 @@ def _llama_cpp_version() -> str:
 class Session:
     def __init__(self, models: list[Backend], *, sessions_dir: Path, params: SamplingParams | None = None,
                  model_params: dict[str, dict[str, Any]] | None = None, system: str = "",
-                 lineup: str | None = None, scenario: str | None = None,
+                 lineup: str | None = None, scenario: Scenario | None = None,
                  engine_info: dict[str, Any] | None = None) -> None:
         self.models = sorted(models, key=lambda model: model.card.params)
         self.params = params or SamplingParams()
         self.model_params = model_params or {}
-        self.conversation = Conversation(system=system)
+        self.conversation = Conversation(system=system, opening=scenario.opening if scenario else ())
         self.lineup, self.scenario = lineup, scenario
+        self.items: dict[int, Item] = {}  # the scenario item each turn asked, by turn
+        self.items_asked = 0
+        self.scores: dict[str, Score] = {}
+        self.rng = random.Random()
         self.sessions_dir = sessions_dir
         self.engine_info = engine_info or {}
-        self.transcript = TranscriptWriter(sessions_dir, {})
+        self.transcript = TranscriptWriter(sessions_dir, {}, name=scenario.id if scenario else None)
         self._seeds: dict[int, int] = {}  # the seed of each turn, shared by the models without their own
 
     def params_for(self, model_id: str) -> SamplingParams:
@@ -77,7 +94,8 @@ class Session:
             "app": f"ladder {__version__}", "llama_cpp_python": _llama_cpp_version(),
             "lineup": self.lineup, "models": [model.card.header() for model in self.models],
             "params": self.params.as_dict(), "model_params": self.model_params,
-            "system": self.conversation.system, "scenario": self.scenario, "engine": self.engine_info,
+            "system": self.conversation.system, "scenario": self.scenario.header() if self.scenario else None,
+            "engine": self.engine_info,
         }
 
     async def load(self, progress: Progress | None = None) -> dict[str, str]:
@@ -93,17 +111,28 @@ class Session:
         results = await asyncio.gather(*(load_one(model) for model in self.models))
         return {model.card.id: error for model, error in zip(self.models, results) if error}
 
-    def start_turn(self, text: str) -> int:
-        """Record a new user turn; returns its number (from 1)."""
+    def next_item(self) -> Item:
+        """The scenario's next item (lists wrap around; generators make fresh ones)."""
+        assert self.scenario is not None and self.scenario.has_items
+        item = self.scenario.item(self.items_asked, self.rng)
+        self.items_asked += 1
+        return item
+
+    def start_turn(self, text: str, item: Item | None = None) -> int:
+        """Record a new user turn (asking `item`, if given); returns its number (from 1)."""
         if not self.transcript.header:
             self.transcript.header = self.header()  # after loading: derived cards know their hash now
         self.conversation.user_turns.append(text)
         turn = len(self.conversation.user_turns)
         self._seeds[turn] = self.params.seed if self.params.seed is not None else random.randrange(2**31)
-        self.transcript.write({"type": "user", "turn": turn, "text": text})
+        event: dict[str, Any] = {"type": "user", "turn": turn, "text": text}
+        if item is not None:
+            self.items[turn] = item
+            event["item"] = item.record()
+        self.transcript.write(event)
         return turn
 
-    async def answer(self, model: Backend, turn: int) -> AsyncIterator[TurnEvent]:
+    async def answer(self, model: Backend, turn: int) -> AsyncIterator[TurnEvent | Checked]:
         """Stream one model's reply to user turn `turn`, and record it when it finishes."""
         params = self.params_for(model.card.id)
         if params.seed is None:
@@ -111,14 +140,26 @@ class Session:
         largest_first = [m.card.id for m in reversed(self.models)]
         request = TurnRequest(self.conversation.messages_for(model.card.id, largest_first, upto=turn), params)
         async for event in model.turn(request):
-            if isinstance(event, Finished):
-                self._record(turn, model, event, params)
+            if not isinstance(event, Finished):
+                yield event
+                continue
+            check = self._check(turn, event)
+            self._record(turn, model, event, params, check)
             yield event
+            if check is not None:
+                score = self.scores.setdefault(model.card.id, Score())
+                score.add(check, self.items[turn].variant if turn in self.items else None)
+                yield Checked(check, score)
 
-    async def send(self, text: str) -> AsyncIterator[tuple[Backend, TurnEvent]]:
+    def _check(self, turn: int, event: Finished) -> CheckResult | None:
+        if self.scenario is None or self.scenario.check is None or event.status != "done":
+            return None
+        return run_check(self.scenario.check, event.text, self.items.get(turn))
+
+    async def send(self, text: str, item: Item | None = None) -> AsyncIterator[tuple[Backend, TurnEvent | Checked]]:
         """Send one user turn to every ready model; yields their events as they arrive."""
-        turn = self.start_turn(text)
-        events: asyncio.Queue[tuple[Backend, TurnEvent | None]] = asyncio.Queue()
+        turn = self.start_turn(text, item)
+        events: asyncio.Queue[tuple[Backend, TurnEvent | Checked | None]] = asyncio.Queue()
 
         async def pump(model: Backend) -> None:
             try:
@@ -141,7 +182,8 @@ class Session:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _record(self, turn: int, model: Backend, event: Finished, params: SamplingParams) -> None:
+    def _record(self, turn: int, model: Backend, event: Finished, params: SamplingParams,
+                check: CheckResult | None) -> None:
         self.conversation.replies.setdefault(model.card.id, {})[turn] = event.text
         self.transcript.write({
             "type": "reply", "turn": turn, "model": model.card.id, "status": event.status,
@@ -150,6 +192,7 @@ class Session:
             "completion_tokens": event.completion_tokens, "ttft_s": _round(event.ttft_s),
             "tokens_per_s": _round(event.tokens_per_s), "elapsed_s": _round(event.elapsed_s),
             "params": params.as_dict(), "notices": event.notices,
+            **({"check": check.record()} if check else {}),
         })
 
     def change_settings(self, *, params: SamplingParams | None = None,
@@ -178,11 +221,20 @@ class Session:
         if gone and self.transcript.path:
             self.transcript.write({"type": "models", "added": [], "removed": [model_id]})
 
-    async def start_over(self) -> None:
-        """A new session: empty history, a new transcript file, every model's cache cleared."""
+    async def start_over(self, scenario: Scenario | None = None) -> None:
+        """A new session: empty history, a new transcript file, every model's cache cleared.
+        With a scenario: its system prompt, opening turns and suggested parameters."""
         self.transcript.close()
-        self.transcript = TranscriptWriter(self.sessions_dir, {})
-        self.conversation = Conversation(system=self.conversation.system)
+        if scenario is not None:
+            self.scenario = scenario
+            self.conversation = Conversation(system=scenario.system, opening=scenario.opening)
+            self.params = SamplingParams().with_changes(scenario.params)
+            self.model_params = {}
+        else:
+            self.conversation = Conversation(system=self.conversation.system, opening=self.conversation.opening)
+        name = self.scenario.id if self.scenario else None
+        self.transcript = TranscriptWriter(self.sessions_dir, {}, name=name)
+        self.items, self.items_asked, self.scores = {}, 0, {}
         self._seeds.clear()
         for model in self.models:
             await model.reset()

@@ -31,11 +31,13 @@ def slug(text: str, words: int = 6) -> str:
 
 
 class TranscriptWriter:
-    """Creates its file on the first event, named by date and a slug of that event's text."""
+    """Creates its file on the first event, named by date and a slug of `name` or of that
+    event's text."""
 
-    def __init__(self, directory: Path, header: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, header: dict[str, Any], name: str | None = None) -> None:
         self.directory = directory
         self.header = header
+        self.name = name  # names the file instead of the first event's text
         self.path: Path | None = None
         self._file: IO[str] | None = None
 
@@ -56,7 +58,7 @@ class TranscriptWriter:
 
     def write(self, event: dict[str, Any]) -> None:
         if self._file is None:
-            self._file = self._open(str(event.get("text", "")))
+            self._file = self._open(self.name or str(event.get("text", "")))
             self._write_line({**self.header, "type": "session", "format": FORMAT_VERSION, "created": now()})
         self._write_line({**event, "at": now()})
 

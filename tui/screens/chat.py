@@ -24,7 +24,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tui.engine.base import Backend, ModelLoadError
-from tui.session import Session
+from tui.checks import Item
+from tui.scenario import Scenario
+from tui.session import Checked, Session
 from tui.engine.events import Finished, FirstToken, Notice, PromptReady, TextPiece
 from tui.textsafe import safe_text
 from tui.widgets.composer import Composer
@@ -51,6 +53,8 @@ class ChatScreen(Screen[None]):
         Binding("alt+down", "scroll(3)", "Scroll down", show=False),
         Binding("shift+pageup", "scroll(-0.8)", "Page up", show=False),
         Binding("shift+pagedown", "scroll(0.8)", "Page down", show=False),
+        Binding("f6", "scenario", "Scenario", priority=True),
+        Binding("f7", "next_item", "Next item", priority=True),
         Binding("f2", "settings", "Settings"),
         Binding("f3", "models", "Models"),
         Binding("f4", "new_session", "New session"),
@@ -74,6 +78,7 @@ class ChatScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="title")
         yield Static(id="settings-line")
+        yield Static(id="scenario-line")
         yield Static(id="switcher")
         yield Container(id="panes")
         yield Composer(id="composer", soft_wrap=True, placeholder="Type a turn for every model · Enter sends · Ctrl+J new line")
@@ -84,6 +89,9 @@ class ChatScreen(Screen[None]):
             await self.add_pane(model)
         self.refresh_title()
         self.query_one(Composer).focus()
+        scenario = self.session.scenario
+        if scenario and scenario.first_turn:
+            self.send_turn(scenario.first_turn)
         self.stream_interval = FASTEST
         self._last_tick = (time.perf_counter(), time.process_time())
         self.set_timer(self.stream_interval, self.tick)
@@ -160,6 +168,11 @@ class ChatScreen(Screen[None]):
                 pane.context = (event.prompt_tokens, model.n_ctx)
             elif isinstance(event, Notice):
                 self.notify(safe_text(event.message), title=model.card.name, timeout=6)
+            elif isinstance(event, Checked):
+                view.show_check(event.result)
+                pane.score = event.score
+                pane.refresh_header()
+                pane.follow()
             elif isinstance(event, Finished):
                 pane.streaming = None
                 await view.finish(event)
@@ -192,11 +205,22 @@ class ChatScreen(Screen[None]):
 
     @on(Composer.Submitted)
     def send(self, message: Composer.Submitted) -> None:
-        turn = self.session.start_turn(message.text)
+        self.send_turn(message.text)
+
+    def send_turn(self, text: str, item: Item | None = None) -> None:
+        turn = self.session.start_turn(text, item)
         for model in self.session.models:
             if model.state != "error":
                 self.queues[model.card.id].put_nowait(turn)
         self.refresh_title()
+
+    def action_next_item(self) -> None:
+        scenario = self.session.scenario
+        if scenario is None or not scenario.has_items:
+            self.notify("This session has no scenario with items; F6 picks a scenario", severity="warning")
+            return
+        item = self.session.next_item()
+        self.send_turn(item.prompt, item)
 
     async def cancel(self, model_id: str) -> None:
         queue = self.queues[model_id]
@@ -330,6 +354,12 @@ class ChatScreen(Screen[None]):
                     f"top-p {params.top_p} · top-k {params.top_k} · min-p {params.min_p} · "
                     f"repeat {params.repeat_penalty} · max {params.max_tokens} · seed {seed}")
         self.query_one("#settings-line", Static).update(Text(safe_text(settings), style="dim"))
+        scenario = session.scenario
+        line = self.query_one("#scenario-line", Static)
+        line.display = scenario is not None
+        if scenario is not None:
+            keys = " · F7 next item" if scenario.has_items else ""
+            line.update(Text.assemble((f"{scenario.title}{keys} · ", "bold"), (scenario.description, "italic")))
         for model_id, pane in self.panes.items():
             pane.overrides = self.override_text(model_id)
             pane.refresh_header()
@@ -369,6 +399,25 @@ class ChatScreen(Screen[None]):
                 pane.state = "ready"
         self.refresh_title()
         self.notify("New session: history cleared; the transcript starts with the next turn")
+
+    def action_scenario(self) -> None:
+        from tui.screens.scenarios import ScenarioScreen
+
+        current = self.session.scenario.id if self.session.scenario else None
+        self.app.push_screen(ScenarioScreen(self.app.config.scenarios, current),  # type: ignore[attr-defined]
+                             self.start_scenario)
+
+    async def start_scenario(self, scenario: Scenario | None) -> None:
+        if scenario is None:
+            return
+        await self.action_cancel_all()
+        await self.session.start_over(scenario)
+        for pane in self.panes.values():
+            await pane.clear()
+        self.refresh_title()
+        self.notify(scenario.description, title=scenario.title, timeout=8)
+        if scenario.first_turn:
+            self.send_turn(scenario.first_turn)
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen

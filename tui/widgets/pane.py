@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -12,6 +13,7 @@ from textual.reactive import reactive
 from textual.widgets import Markdown, Static
 
 from tui.cards import ModelCard, size_label
+from tui.checks import CheckResult, Score
 from tui.engine.events import Finished
 from tui.textsafe import safe_text
 
@@ -31,6 +33,12 @@ def reply_stats(done: Finished) -> str:
     return " · ".join(parts)
 
 
+def line_breaking_markdown() -> MarkdownIt:
+    """Markdown where a single newline breaks the line, as models mean it: terminal
+    output or a list written without a code block keeps its lines."""
+    return MarkdownIt("gfm-like", {"breaks": True})
+
+
 class TurnView(Vertical):
     """One user turn and this model's reply to it.
 
@@ -44,7 +52,7 @@ class TurnView(Vertical):
         super().__init__(id=f"turn-{turn}", classes="turn")
         self.turn = turn
         self.prompt = prompt
-        self.reply = Markdown("", classes="reply")
+        self.reply = Markdown("", classes="reply", parser_factory=line_breaking_markdown)
         self.stats = Static("", classes="reply-stats")
         self.pending: list[str] = []
 
@@ -74,6 +82,11 @@ class TurnView(Vertical):
         self.stats.update(reply_stats(done))
         self.set_class(done.status != "done", f"-{done.status}")
 
+    def show_check(self, result: CheckResult) -> None:
+        mark = Text(f"{'✓' if result.passed else '✗'} {safe_text(result.reason)}",
+                    style="bold green" if result.passed else "bold red")
+        self.mount(Static(mark, classes="check"), before=self.stats)
+
 
 class ModelPane(Vertical):
     """The pane of one model; the chat screen drives it with begin/write/finish."""
@@ -94,6 +107,7 @@ class ModelPane(Vertical):
         self.last: Finished | None = None
         self.following = True
         self.streaming: TurnView | None = None  # the reply being written, if any
+        self.score: Score | None = None  # in a scenario with checks
 
     def compose(self) -> ComposeResult:
         yield self.header
@@ -119,6 +133,8 @@ class ModelPane(Vertical):
         if not card.instruct and "base" not in card.name.lower():
             facts += " · base model"
         state = STATES.get(self.state, self.state) + (f" {self.progress}" if self.progress else "")
+        if self.score is not None:
+            state += f" · score {self.score}"
         lines = Text.assemble(title, "\n", (facts, "dim"), "\n", (state, "bold"))
         if self.overrides:
             lines.append(f"  {self.overrides}", style="italic")
@@ -179,5 +195,7 @@ class ModelPane(Vertical):
     async def clear(self) -> None:
         await self.turns.remove_children()
         self.last = None
+        self.score = None
+        self.refresh_header()
         self.context = (0, self.context[1])
         self.refresh_footer()
