@@ -105,10 +105,10 @@ def test_a_broken_user_scenario_is_reported_in_one_line_and_built_ins_still_load
     scenarios, problems = load_scenarios()
     assert BUILT_INS <= set(scenarios) and not {"mine", "typo"} & set(scenarios)
     assert sorted(problems) == sorted([
-        f"{folder / 'broken.yaml'}: is not valid YAML at line 1",
+        f"{folder / 'broken.yaml'}: is not valid YAML at line 2",
         f"{folder / 'mine.yaml'}: field 'items[0].number' is needed by the number check",
-        f"{folder / 'typo.yaml'}: field 'itmes' is not a scenario field (known: check, description, generate, "
-        "id, items, opening, params, system, title, variants)",
+        f"{folder / 'typo.yaml'}: field 'itmes' is not a scenario field (known: check, description, "
+        "fresh_context, generate, id, items, opening, params, system, title, variants)",
     ])
     result = subprocess.run([sys.executable, "-m", "tui.cli", "scenarios", "list"], capture_output=True, text=True,
                             env=os.environ)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,10 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from tui import paths
-from tui.cards import Catalog, ModelCard
+from tui.cards import Catalog, ModelCard, card_from_gguf
 from tui.engine.base import Backend
 from tui.engine.events import SamplingParams
+from tui.history import SessionRecord
 from tui.scenario import Scenario
 from tui.session import Session
 
@@ -65,6 +66,73 @@ class LadderApp(App[None]):
 
     async def on_unmount(self) -> None:
         await self.session.close()
+
+    def cards_for(self, record: SessionRecord) -> tuple[list[ModelCard], list[str]]:
+        """The cards of a saved session's models that are still known, and the ids that are not."""
+        found, missing = [], []
+        for saved in record.models:
+            model_id = str(saved.get("id"))
+            origin = Path(str(saved.get("origin", "")))
+            if model_id in self.config.catalog.cards:
+                found.append(self.config.catalog.cards[model_id])
+            elif origin.suffix == ".gguf" and origin.is_file():
+                found.append(replace(card_from_gguf(origin), id=model_id))
+            else:
+                missing.append(model_id)
+        return found, missing
+
+    async def switch_session(self, cards: list[ModelCard], make: Callable[[list[Backend]], Session],
+                             screen: Screen[Any]) -> None:
+        """Leave the current session for another: loaded models that stay are kept (their
+        cache cleared), the others are closed; then the chat screen starts afresh."""
+        old = self.session
+        for model in old.models:
+            await model.cancel()
+        kept = {model.card.id: model for model in old.models if model.card.id in {card.id for card in cards}}
+        for model in old.models:
+            if model.card.id not in kept:
+                await model.close()
+            else:
+                await model.reset()
+        old.transcript.close()
+        self.session = make([kept.get(card.id) or self.config.make_backend(card) for card in cards])
+        while len(self.screen_stack) > 2:  # Textual's default screen, then the chat screen
+            await self.pop_screen()
+        await self.switch_screen(screen)
+
+    async def resume(self, record: SessionRecord) -> None:
+        from tui.screens.chat import ChatScreen
+        from tui.session import resume
+
+        cards, missing = self.cards_for(record)
+        if not cards:
+            self.notify(f"None of this session's models is available ({', '.join(missing)})", severity="error")
+            return
+        scenario = self.config.scenarios.get(record.scenario_id or "")
+        await self.switch_session(cards, lambda models: resume(record, models, scenario, self.config.engine_info),
+                                  ChatScreen(resumed=record))
+        for model_id in missing:
+            self.notify(f"{model_id} is no longer available; resuming without it", severity="warning")
+            self.session.transcript.write({"type": "models", "added": [], "removed": [model_id]})
+
+    async def replay(self, record: SessionRecord, cards: list[ModelCard]) -> None:
+        from tui.screens.chat import ChatScreen
+
+        scenario = self.config.scenarios.get(record.scenario_id or "")
+        header = record.header
+        try:
+            params = SamplingParams().with_changes(header.get("params") or {})
+        except (TypeError, ValueError):
+            params = self.config.params
+
+        def make(models: list[Backend]) -> Session:
+            session = Session(models, sessions_dir=self.config.sessions_dir, params=params,
+                              system=str(header.get("system") or ""), lineup=None, scenario=scenario,
+                              engine_info=self.config.engine_info)
+            session.replay_of = record.id
+            return session
+
+        await self.switch_session(cards, make, ChatScreen(replay_of=record))
 
 
 def run_app(args: argparse.Namespace) -> int:

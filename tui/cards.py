@@ -310,6 +310,22 @@ def card_from_gguf(path: Path) -> ModelCard:
     )
 
 
+def card_from_record(data: dict[str, Any]) -> ModelCard:
+    """A card as a transcript saved it, for showing a saved session's models."""
+
+    def number(key: str) -> int | None:
+        value = data.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return ModelCard(
+        id=str(data.get("id", "?")), name=str(data.get("name", data.get("id", "?"))),
+        family=str(data.get("family", "")), params=number("params") or 0, quant=str(data.get("quant", "?")),
+        size=number("size"), sha256=data.get("sha256") if isinstance(data.get("sha256"), str) else None,
+        context=number("context") or 4096, sources=(), instruct=bool(data.get("instruct", True)),
+        origin=str(data.get("origin", "")),
+    )
+
+
 class SelectionError(ValueError):
     """The lineup or model the user asked for does not exist."""
 

@@ -15,7 +15,7 @@ from tui.engine.events import PARAM_NAMES, SamplingParams
 from tui.engine.schedule import DEFAULT_POLICY, POLICIES
 from tui.gguf import GGUFError
 
-COMMANDS = ("chat", "ask", "models", "scenarios")
+COMMANDS = ("chat", "ask", "models", "scenarios", "sessions")
 
 
 class UsageError(Exception):
@@ -70,7 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios_commands.add_parser("list", help="every scenario: id, title, items, check")
     show = scenarios_commands.add_parser("show", help="a scenario's description, prompts and items")
     show.add_argument("id", metavar="ID")
+    _sessions_parser(commands)
     return parser
+
+
+def _sessions_parser(commands: Any) -> None:
+    folder = argparse.ArgumentParser(add_help=False)
+    folder.add_argument("--sessions-dir", metavar="DIR", help="the sessions folder (default: ./sessions if it "
+                        "exists, else the user data folder)")
+    sessions = commands.add_parser("sessions", help="list, show, search or export saved sessions")
+    actions = sessions.add_subparsers(dest="sessions_command", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", parents=[folder], help="every session, newest first")
+    listing.add_argument("--limit", type=int, metavar="N", help="only the newest N")
+    show = actions.add_parser("show", parents=[folder], help="a session turn by turn, with every reply")
+    show.add_argument("id", metavar="ID", help="a session id, or the start of one")
+    search = actions.add_parser("search", parents=[folder], help="sessions whose prompts or replies contain TEXT")
+    search.add_argument("text", nargs="?", metavar="TEXT", help="found ignoring case; none: only the filters")
+    search.add_argument("--model", metavar="M", help="only sessions with a model whose id contains M")
+    search.add_argument("--scenario", metavar="S", help="only sessions of scenario S")
+    search.add_argument("--since", metavar="YYYY-MM-DD", help="only sessions created on or after this day")
+    search.add_argument("--until", metavar="YYYY-MM-DD", help="only sessions created on or before this day")
+    export = actions.add_parser("export", parents=[folder], help="a session as Markdown, HTML or JSON")
+    export.add_argument("id", metavar="ID", help="a session id, or the start of one")
+    export.add_argument("--format", metavar="md|html|json", help="default: from the -o file's suffix, else md")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default, or -: standard output)")
+    export.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
 
 def sampling_params(args: argparse.Namespace, base: SamplingParams | None = None) -> SamplingParams:
@@ -124,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["chat", *argv]
     args = build_parser().parse_args(argv)
     runners: dict[str, Callable[[argparse.Namespace], int]] = {
-        "chat": _chat, "ask": _ask, "models": _models, "scenarios": _scenarios}
+        "chat": _chat, "ask": _ask, "models": _models, "scenarios": _scenarios, "sessions": _sessions}
     try:
         return runners[args.command](args)
     except (UsageError, SelectionError, GGUFError) as error:
@@ -153,6 +177,12 @@ def _scenarios(args: argparse.Namespace) -> int:
     from tui.scenarios_command import run_scenarios
 
     return run_scenarios(args)
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    from tui.sessions_command import run_sessions
+
+    return run_sessions(args)
 
 
 def _models(args: argparse.Namespace) -> int:

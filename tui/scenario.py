@@ -9,6 +9,7 @@ reported in one line naming the file and the field; the others still load.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -49,6 +50,10 @@ class Scenario:
     items: tuple[Item, ...] = ()
     variants: tuple[Variant, ...] = ()  # each item is asked once per variant
     generate: str | None = None  # a generator of fresh items, e.g. "arithmetic"
+    # Each item is asked with only the system prompt and opening turns as history, so
+    # that earlier items (and the same question in another variant) do not help or
+    # hinder; a role-play whose state must carry over (the terminal) sets this false.
+    fresh_context: bool = True
     origin: str = ""
 
     @property
@@ -76,7 +81,9 @@ class Scenario:
                     variant=variant.label or None, index=n + 1)
 
     def header(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "check": self.check, "params": self.params,
+        return {"id": self.id, "title": self.title, "description": self.description, "check": self.check,
+                "params": self.params,
+                "fresh_context": self.fresh_context,
                 "opening": [list(pair) for pair in self.opening], "first_turn": self.first_turn,
                 "items": self.item_count}
 
@@ -97,7 +104,8 @@ GENERATORS = {"arithmetic": arithmetic}
 
 # --- reading scenario files ------------------------------------------------------------------
 
-FIELDS = {"id", "title", "description", "system", "opening", "params", "check", "items", "variants", "generate"}
+FIELDS = {"id", "title", "description", "system", "opening", "params", "check", "items", "variants", "generate",
+          "fresh_context"}
 ITEM_FIELDS = {"prompt", "answer", "accept", "regex", "choices", "number", "stereotyped", "unknown"}
 
 
@@ -125,9 +133,21 @@ def _item(raw: Any, n: int, check: str | None) -> Item:
     number = raw.get("number")
     if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
         raise ScenarioError(f"field '{where}number' must be a number")
+    for key in ("answer", "stereotyped", "regex"):
+        if raw.get(key) is not None and not isinstance(raw[key], (str, int, float)) or isinstance(raw.get(key), bool):
+            raise ScenarioError(f"field '{where}{key}' must be text (quote yes/no/true/false in YAML)")
+    for key in ("accept", "choices", "unknown"):
+        if any(isinstance(value, bool) for value in raw.get(key) or []):
+            raise ScenarioError(f"field '{where}{key}' must be texts (quote yes/no/true/false in YAML)")
+    if raw.get("regex") is not None:
+        try:
+            re.compile(str(raw["regex"]))
+        except re.error as error:
+            raise ScenarioError(f"field '{where}regex' is not a valid pattern: {error}") from None
     item = Item(prompt=_text(raw, "prompt", where), answer=None if raw.get("answer") is None else str(raw["answer"]),
                 accept=_texts(raw, "accept", where), regex=raw.get("regex"), choices=_texts(raw, "choices", where),
-                number=number, stereotyped=raw.get("stereotyped"), unknown=_texts(raw, "unknown", where))
+                number=number, stereotyped=None if raw.get("stereotyped") is None else str(raw["stereotyped"]),
+                unknown=_texts(raw, "unknown", where))
     if check == "choice" and item.answer not in item.choices:
         raise ScenarioError(f"field '{where}answer' must be one of its choices")
     if check == "number" and item.number is None:
@@ -176,6 +196,8 @@ def parse_scenario(data: Any, origin: str) -> Scenario:
     if not isinstance(raw_items, list):
         raise ScenarioError("field 'items' must be a list")
     variants = []
+    if not isinstance(data.get("variants", []) or [], list):
+        raise ScenarioError("field 'variants' must be a list of {label, prefix, suffix}")
     for n, raw in enumerate(data.get("variants", []) or []):
         if not isinstance(raw, dict) or not isinstance(raw.get("label"), str):
             raise ScenarioError(f"field 'variants[{n}].label' must be text")
@@ -184,8 +206,15 @@ def parse_scenario(data: Any, origin: str) -> Scenario:
         id=scenario_id, title=_text(data, "title", ""), description=" ".join(_text(data, "description", "").split()),
         system=_text(data, "system", "", default=""), opening=tuple(opening), first_turn=first_turn,
         params=dict(params), check=check, items=tuple(_item(raw, n, check) for n, raw in enumerate(raw_items)),
-        variants=tuple(variants), generate=generate, origin=origin,
+        variants=tuple(variants), generate=generate, fresh_context=_flag(data, "fresh_context", True), origin=origin,
     )
+
+
+def _flag(data: dict[str, Any], key: str, default: bool) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ScenarioError(f"field '{key}' must be true or false")
+    return value
 
 
 def builtin_dir() -> Path:

@@ -15,6 +15,7 @@ from tui import __version__
 from tui.checks import CheckResult, Item, Score, run_check
 from tui.engine.base import Backend, ModelLoadError
 from tui.engine.events import Finished, Message, SamplingParams, TurnEvent, TurnRequest
+from tui.history import SessionRecord
 from tui.scenario import Scenario
 from tui.store import Progress
 from tui.transcript import TranscriptWriter
@@ -81,6 +82,7 @@ class Session:
         self.items_asked = 0
         self.scores: dict[str, Score] = {}
         self.rng = random.Random()
+        self.replay_of: str | None = None  # the saved session whose user turns this one sends again
         self.sessions_dir = sessions_dir
         self.engine_info = engine_info or {}
         self.transcript = TranscriptWriter(sessions_dir, {}, name=scenario.id if scenario else None)
@@ -95,7 +97,7 @@ class Session:
             "lineup": self.lineup, "models": [model.card.header() for model in self.models],
             "params": self.params.as_dict(), "model_params": self.model_params,
             "system": self.conversation.system, "scenario": self.scenario.header() if self.scenario else None,
-            "engine": self.engine_info,
+            "engine": self.engine_info, **({"replay_of": self.replay_of} if self.replay_of else {}),
         }
 
     async def load(self, progress: Progress | None = None) -> dict[str, str]:
@@ -138,7 +140,12 @@ class Session:
         if params.seed is None:
             params = params.with_changes({"seed": self._seeds[turn]})
         largest_first = [m.card.id for m in reversed(self.models)]
-        request = TurnRequest(self.conversation.messages_for(model.card.id, largest_first, upto=turn), params)
+        if turn in self.items and self.scenario is not None and self.scenario.fresh_context:
+            messages = self.conversation.messages_for(model.card.id, largest_first, upto=0)
+            messages.append({"role": "user", "content": self.conversation.user_turns[turn - 1]})
+        else:
+            messages = self.conversation.messages_for(model.card.id, largest_first, upto=turn)
+        request = TurnRequest(messages, params)
         async for event in model.turn(request):
             if not isinstance(event, Finished):
                 yield event
@@ -251,3 +258,33 @@ class Session:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def resume(record: SessionRecord, models: list[Backend], scenario: Scenario | None,
+           engine_info: dict[str, Any] | None = None) -> Session:
+    """A saved session, continued: each model's own history restored, and new turns
+    appended to the same transcript file."""
+    settings = record.settings
+    try:
+        params = SamplingParams().with_changes(settings.get("params") or {})
+    except (TypeError, ValueError):
+        params = SamplingParams()
+    session = Session(models, sessions_dir=record.path.parent, params=params,
+                      model_params=settings.get("model_params") or {}, system=str(settings.get("system") or ""),
+                      lineup=record.header.get("lineup"), scenario=scenario, engine_info=engine_info)
+    for turn in record.turns:
+        session.conversation.user_turns.append(turn.text)
+        session._seeds[turn.number] = random.randrange(2**31)
+        if turn.item is not None:
+            session.items[turn.number] = Item.from_record(turn.item)
+        for model_id, reply in turn.replies.items():
+            session.conversation.replies.setdefault(model_id, {})[turn.number] = reply.text
+            result = reply.check_result()
+            if result is not None:
+                variant = turn.item.get("variant") if turn.item else None
+                session.scores.setdefault(model_id, Score()).add(result, variant)
+    session.items_asked = len(session.items)
+    session.replay_of = record.header.get("replay_of")
+    session.transcript = TranscriptWriter.resume(record.path, record.header)
+    session.transcript.header = record.header
+    return session

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 FORMAT_VERSION = 1
-EVENT_TYPES = {"session", "user", "reply", "settings", "models"}
+EVENT_TYPES = {"session", "user", "reply", "settings", "models", "mark", "note"}
 
 
 def now() -> str:
@@ -55,6 +55,14 @@ class TranscriptWriter:
             self.path = path
             return os.fdopen(fd, "w", encoding="utf-8")
         raise OSError(f"cannot create a transcript file in {self.directory}")
+
+    @classmethod
+    def resume(cls, path: Path, header: dict[str, Any]) -> TranscriptWriter:
+        """Append to an existing transcript (its header is already written)."""
+        writer = cls(path.parent, header)
+        writer.path = path
+        writer._file = _open_for_append(path)
+        return writer
 
     def write(self, event: dict[str, Any]) -> None:
         if self._file is None:
@@ -107,8 +115,11 @@ def read_transcript(path: Path) -> Transcript:
         except ValueError:
             transcript.problems.append(f"{path.name}: line {number} is not a JSON object; left out")
             continue
-        if data.get("type") == "session" and not transcript.header:
-            transcript.header = data
+        if data.get("type") == "session":
+            if transcript.header:
+                transcript.problems.append(f"{path.name}: line {number} is a second session header; left out")
+            else:
+                transcript.header = data
             continue
         if data.get("type") not in EVENT_TYPES:
             unknown.add(str(data.get("type")))
@@ -123,3 +134,22 @@ def read_transcript(path: Path) -> Transcript:
     if unknown:
         transcript.problems.append(f"{path.name}: unknown event type(s) {', '.join(sorted(unknown))}; left out")
     return transcript
+
+
+def append_event(path: Path, event: dict[str, Any]) -> None:
+    """Add one event to a saved transcript (a mark or a note), flushed at once."""
+    with _open_for_append(path) as file:
+        file.write(json.dumps({**event, "at": now()}, ensure_ascii=False) + "\n")
+
+
+def _open_for_append(path: Path) -> IO[str]:
+    """Open for appending; a last line cut off mid-write is ended first, so that it
+    stays one damaged line instead of swallowing the next event."""
+    with path.open("rb") as existing:
+        size = existing.seek(0, os.SEEK_END)
+        existing.seek(max(size - 1, 0))
+        ends_cleanly = size == 0 or existing.read(1) == b"\n"
+    file = path.open("a", encoding="utf-8")
+    if not ends_cleanly:
+        file.write("\n")
+    return file

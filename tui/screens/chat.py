@@ -2,35 +2,39 @@
 
 Each model has a turn queue and one task that loads the model, then answers the queued
 turns in order, so the composer is usable at once: a turn sent while a model is still
-loading is answered when it is ready. Each reply streams into its pane through a
-batching Markdown stream, so typing stays responsive while every pane streams.
+loading is answered when it is ready. Streamed text is buffered per reply and shown in
+all panes at once on a timer (see `tick`), so typing stays responsive while every pane
+streams.
+
+The same screen shows a resumed session (its saved turns first) and a replay (a saved
+session's user turns sent again, in order, beside the original replies).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Container
-from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from tui.engine.base import Backend, ModelLoadError
+from tui.cards import card_from_record
 from tui.checks import Item
+from tui.engine.base import Backend, ModelLoadError
+from tui.engine.events import Finished, FirstToken, Notice, PromptReady, TextPiece
+from tui.history import SessionRecord
 from tui.scenario import Scenario
 from tui.session import Checked, Session
-from tui.engine.events import Finished, FirstToken, Notice, PromptReady, TextPiece
 from tui.textsafe import safe_text
 from tui.widgets.composer import Composer
-from tui.widgets.pane import STATES, ModelPane
+from tui.widgets.grid import PaneGrid
+from tui.widgets.pane import ModelPane
 
 # Streaming text reaches the screen in batches, every `interval` seconds. On a slow
 # machine one screen update of four panes costs tens of milliseconds of CPU, taken from
@@ -38,59 +42,63 @@ from tui.widgets.pane import STATES, ModelPane
 # of one core and shrinks back when it uses much less.
 UI_CPU_BUDGET = 0.10
 FASTEST, SLOWEST = 0.1, 0.5
-MIN_PANE_WIDTH = 38  # narrower than this, panes are shown one at a time with a switcher
 
 
 class ChatScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "cancel_all", "Cancel all", priority=True),
         Binding("f8", "cancel_pane", "Cancel pane"),
+        Binding("f6", "scenario", "Scenario", priority=True),
+        Binding("f7", "next_item", "Next item", priority=True),
         Binding("f5", "zoom", "Zoom"),
         Binding("f9", "toggle_sync", "Sync scroll"),
-        Binding("alt+left", "previous_pane", "◀ Pane"),
-        Binding("alt+right", "next_pane", "Pane ▶"),
+        Binding("alt+left", "step(-1)", "◀ Pane"),
+        Binding("alt+right", "step(1)", "Pane ▶"),
         Binding("alt+up", "scroll(-3)", "Scroll up", show=False),
         Binding("alt+down", "scroll(3)", "Scroll down", show=False),
         Binding("shift+pageup", "scroll(-0.8)", "Page up", show=False),
         Binding("shift+pagedown", "scroll(0.8)", "Page down", show=False),
-        Binding("f6", "scenario", "Scenario", priority=True),
-        Binding("f7", "next_item", "Next item", priority=True),
         Binding("f2", "settings", "Settings"),
         Binding("f3", "models", "Models"),
         Binding("f4", "new_session", "New session"),
+        Binding("ctrl+o", "sessions", "Sessions"),
         Binding("f1", "help", "Help"),
     ]
 
-    zoomed: reactive[bool] = reactive(False)
-    sync_scroll: reactive[bool] = reactive(True)
-    current: reactive[int] = reactive(0)
-
-    def __init__(self) -> None:
+    def __init__(self, resumed: SessionRecord | None = None, replay_of: SessionRecord | None = None) -> None:
         super().__init__()
-        self.panes: dict[str, ModelPane] = {}
+        self.grid = PaneGrid()
         self.queues: dict[str, asyncio.Queue[int]] = {}
-        self._syncing = False
+        self.resumed = resumed  # a saved session continued here: its turns are shown first
+        self.replay_of = replay_of  # a saved session whose user turns are sent again, in order
 
     @property
     def session(self) -> Session:
         return self.app.session  # type: ignore[attr-defined, no-any-return]
 
+    @property
+    def panes(self) -> dict[str, ModelPane]:
+        return self.grid.panes
+
     def compose(self) -> ComposeResult:
         yield Static(id="title")
         yield Static(id="settings-line")
         yield Static(id="scenario-line")
-        yield Static(id="switcher")
-        yield Container(id="panes")
+        yield self.grid
         yield Composer(id="composer", soft_wrap=True, placeholder="Type a turn for every model · Enter sends · Ctrl+J new line")
         yield Footer()
 
     async def on_mount(self) -> None:
         for model in self.session.models:
             await self.add_pane(model)
+        if self.replay_of is not None:
+            await self.show_originals(self.replay_of)
         self.refresh_title()
         self.query_one(Composer).focus()
         scenario = self.session.scenario
-        if scenario and scenario.first_turn:
+        if self.replay_of is not None:
+            self.run_worker(self.replay(self.replay_of), group="replay", exit_on_error=False)
+        elif self.resumed is None and scenario and scenario.first_turn:
             self.send_turn(scenario.first_turn)
         self.stream_interval = FASTEST
         self._last_tick = (time.perf_counter(), time.process_time())
@@ -98,56 +106,54 @@ class ChatScreen(Screen[None]):
 
     # --- panes and their models -----------------------------------------------------------
 
-    def ordered_panes(self) -> list[ModelPane]:
-        return sorted(self.panes.values(), key=lambda pane: pane.card.params)
-
     async def add_pane(self, model: Backend) -> None:
         pane = ModelPane(model.card)
         pane.overrides = self.override_text(model.card.id)
-        self.panes[model.card.id] = pane
         self.queues[model.card.id] = asyncio.Queue()
-        ordered = self.ordered_panes()
-        index = ordered.index(pane)
-        container = self.query_one("#panes", Container)
-        if index + 1 < len(ordered):
-            await container.mount(pane, before=ordered[index + 1])
-        else:
-            await container.mount(pane)
-        self.watch(pane.turns, "scroll_y", lambda _: self.on_pane_scrolled(pane), init=False)
+        await self.grid.add(model.card.id, pane)
+        if self.resumed is not None:
+            for turn in self.resumed.turns:
+                await pane.show_saved(turn.number, turn.text, turn.replies.get(model.card.id))
+            pane.score = self.session.scores.get(model.card.id)
         self.run_worker(self.model_loop(model, pane), group=f"model-{model.card.id}", exit_on_error=False)
-        self.update_layout()
+
+    async def show_originals(self, record: SessionRecord) -> None:
+        """A replay shows the saved replies beside the new ones, in read-only panes."""
+        for card in record.models:
+            pane = ModelPane(card_from_record(card), group=1)
+            await self.grid.add(f"original:{card.get('id')}", pane)
+            for turn in record.turns:
+                await pane.show_saved(turn.number, turn.text, turn.replies.get(str(card.get("id"))))
+            pane.state = "done"
 
     async def remove_pane(self, model_id: str) -> None:
         self.workers.cancel_group(self, f"model-{model_id}")
-        pane = self.panes.pop(model_id)
         self.queues.pop(model_id)
-        await pane.remove()
+        await self.grid.remove(model_id)
         await self.session.remove_model(model_id)
-        self.current = min(self.current, max(len(self.panes) - 1, 0))
-        self.update_layout()
 
     async def model_loop(self, model: Backend, pane: ModelPane) -> None:
         """Load the model, then answer its queued turns one after another."""
-        pane.state = "loading"
 
         def progress(what: str, done: int, total: int) -> None:
             percent = f"{100 * done // total}%" if total else ""
             if percent != pane.progress:
                 self.app.call_from_thread(setattr, pane, "progress", percent)
 
-        try:
-            pane.state = "fetching"
-            await model.load(progress)
-        except ModelLoadError as error:
-            pane.progress = ""
-            pane.show_error(str(error))
-            self.update_switcher()
-            return
+        if model.state not in ("ready", "busy"):  # a model kept from the previous session is loaded
+            try:
+                pane.state = "fetching"
+                await model.load(progress)
+            except ModelLoadError as error:
+                pane.progress = ""
+                pane.show_error(str(error))
+                self.grid.update_switcher()
+                return
         pane.progress = ""
         pane.state = "ready"
-        pane.context = (0, model.n_ctx)
+        pane.context = (model.n_past, model.n_ctx)
         pane.refresh_footer()
-        self.update_switcher()
+        self.grid.update_switcher()
         queue = self.queues[model.card.id]
         while True:
             turn = await queue.get()
@@ -155,7 +161,7 @@ class ChatScreen(Screen[None]):
 
     async def stream_reply(self, model: Backend, pane: ModelPane, turn: int) -> None:
         view = await pane.begin(turn, self.session.conversation.user_turns[turn - 1])
-        self.update_switcher()
+        self.grid.update_switcher()
         async for event in self.session.answer(model, turn):
             if isinstance(event, TextPiece):
                 pane.live_tokens += 1
@@ -163,7 +169,7 @@ class ChatScreen(Screen[None]):
             elif isinstance(event, FirstToken):
                 pane.state = "streaming"
                 pane.live_started = time.perf_counter()
-                self.update_switcher()
+                self.grid.update_switcher()
             elif isinstance(event, PromptReady):
                 pane.context = (event.prompt_tokens, model.n_ctx)
             elif isinstance(event, Notice):
@@ -181,7 +187,7 @@ class ChatScreen(Screen[None]):
                 pane.state = event.status
                 pane.context = (model.n_past, model.n_ctx)
                 pane.refresh_footer()
-                self.update_switcher()
+                self.grid.update_switcher()
 
     async def tick(self) -> None:
         """Show what streamed since the last tick, in every pane at once: one layout
@@ -207,12 +213,13 @@ class ChatScreen(Screen[None]):
     def send(self, message: Composer.Submitted) -> None:
         self.send_turn(message.text)
 
-    def send_turn(self, text: str, item: Item | None = None) -> None:
+    def send_turn(self, text: str, item: Item | None = None) -> int:
         turn = self.session.start_turn(text, item)
         for model in self.session.models:
             if model.state != "error":
                 self.queues[model.card.id].put_nowait(turn)
         self.refresh_title()
+        return turn
 
     def action_next_item(self) -> None:
         scenario = self.session.scenario
@@ -222,6 +229,17 @@ class ChatScreen(Screen[None]):
         item = self.session.next_item()
         self.send_turn(item.prompt, item)
 
+    async def replay(self, record: SessionRecord) -> None:
+        """Send the saved user turns in order, each once every model has answered the last,
+        so that each model's history holds its own replies."""
+        for saved in record.turns:
+            item = Item.from_record(saved.item) if saved.item else None
+            turn = self.send_turn(saved.text, item)
+            while any(turn not in self.session.conversation.replies.get(m.card.id, {})
+                      for m in self.session.models if m.state not in ("error", "closed")):
+                await asyncio.sleep(0.1)
+        self.notify(f"Replay of {record.id} done: {len(record.turns)} turns", timeout=6)
+
     async def cancel(self, model_id: str) -> None:
         queue = self.queues[model_id]
         while not queue.empty():  # turns not started yet are dropped too
@@ -229,102 +247,29 @@ class ChatScreen(Screen[None]):
         await self.session.cancel(model_id)
 
     async def action_cancel_all(self) -> None:
+        self.workers.cancel_group(self, "replay")
         for model_id in list(self.queues):
             await self.cancel(model_id)
 
     async def action_cancel_pane(self) -> None:
-        pane = self.current_pane()
-        if pane:
+        pane = self.grid.current_pane()
+        if pane and pane.card.id in self.queues and not pane.group:
             await self.cancel(pane.card.id)
 
-    # --- layout: side by side, or one at a time ---------------------------------------------
-
-    def current_pane(self) -> ModelPane | None:
-        panes = self.ordered_panes()
-        return panes[self.current] if panes else None
-
-    def single_pane(self) -> bool:
-        return self.zoomed or self.size.width < MIN_PANE_WIDTH * min(len(self.panes), 4)
-
-    def update_layout(self) -> None:
-        panes = self.ordered_panes()
-        if not panes:
-            return
-        self.current = min(self.current, len(panes) - 1)
-        single = self.single_pane()
-        columns = 1 if single else min(len(panes), 4)
-        grid = self.query_one("#panes", Container)
-        grid.styles.grid_size_columns = columns
-        grid.styles.grid_size_rows = 1 if single else math.ceil(len(panes) / columns)
-        for index, pane in enumerate(panes):
-            pane.display = not single or index == self.current
-            pane.set_class(index == self.current, "-current")
-        self.query_one("#switcher").display = single
-        self.update_switcher()
-
-    def update_switcher(self) -> None:
-        line = Text()
-        for index, pane in enumerate(self.ordered_panes()):
-            label = f" {pane.card.params_label} {pane.card.name.split(' ')[0]} {STATES[pane.state][0]} "
-            line.append(label, style="reverse bold" if index == self.current else "")
-            line.append(" ")
-        line.append(" Alt+←/→ switch · F5 zoom", style="dim")
-        self.query_one("#switcher", Static).update(line)
-
-    def on_resize(self) -> None:
-        self.update_layout()
-
-    def watch_zoomed(self) -> None:
-        self.update_layout()
-
-    def watch_current(self) -> None:
-        self.update_layout()
+    # --- layout and scrolling (see PaneGrid) ---------------------------------------------------
 
     def action_zoom(self) -> None:
-        self.zoomed = not self.zoomed
+        self.grid.zoomed = not self.grid.zoomed
 
-    def action_previous_pane(self) -> None:
-        self.current = (self.current - 1) % max(len(self.panes), 1)
-
-    def action_next_pane(self) -> None:
-        self.current = (self.current + 1) % max(len(self.panes), 1)
-
-    # --- scrolling, together by turn or one pane at a time ---------------------------------
-
-    def action_toggle_sync(self) -> None:
-        self.sync_scroll = not self.sync_scroll
-        self.notify("Panes scroll together, aligned by turn" if self.sync_scroll else "Panes scroll one at a time")
+    def action_step(self, by: int) -> None:
+        self.grid.step(by)
 
     def action_scroll(self, amount: float) -> None:
-        pane = self.current_pane()
-        if pane:
-            lines = amount * pane.turns.size.height if abs(amount) < 1 else amount
-            pane.turns.scroll_relative(y=lines, animate=False)
+        self.grid.scroll_current(amount)
 
-    def on_pane_scrolled(self, pane: ModelPane) -> None:
-        pane.scrolled()
-        if not pane.following:  # following new text is not a scroll the others should copy
-            self.follow_scroll(pane)
-
-    def follow_scroll(self, leader: ModelPane) -> None:
-        """Scroll the other panes so that the turn at the top of `leader` is at their top."""
-        if self._syncing or not self.sync_scroll:
-            return
-        top = leader.turns.scroll_y
-        views = [view for view in leader.turns.children if view.has_class("turn")]
-        anchor = next((v for v in reversed(views) if v.virtual_region.y <= top), None)
-        if anchor is None:
-            return
-        fraction = (top - anchor.virtual_region.y) / max(anchor.virtual_region.height, 1)
-        self._syncing = True
-        try:
-            for pane in self.panes.values():
-                view = pane.turn_view(anchor.turn) if pane is not leader else None
-                if view is not None:
-                    target = view.virtual_region.y + fraction * view.virtual_region.height
-                    pane.turns.scroll_to(y=target, animate=False, immediate=True)
-        finally:
-            self._syncing = False
+    def action_toggle_sync(self) -> None:
+        self.grid.sync_scroll = not self.grid.sync_scroll
+        self.notify("Panes scroll together, aligned by turn" if self.grid.sync_scroll else "Panes scroll one at a time")
 
     # --- titles ------------------------------------------------------------------------------
 
@@ -343,6 +288,8 @@ class ChatScreen(Screen[None]):
         else:
             where = str(path).replace(str(Path.home()), "~", 1)
         title = Text.assemble(("Ladder", "bold"), f" · {session.lineup or 'custom lineup'}")
+        if session.replay_of:
+            title.append(f" · replay of {session.replay_of}", style="bold")
         if info:
             title.append(f" · {info.get('schedule')}, {info.get('cores')} cores", style="dim")
         title.append(f" · {where}", style="dim")
@@ -374,17 +321,18 @@ class ChatScreen(Screen[None]):
     def action_models(self) -> None:
         from tui.screens.models import ModelsScreen
 
-        self.app.push_screen(ModelsScreen(self.app.config.catalog, self.session),  # type: ignore[attr-defined]
+        current = [model.card for model in self.session.models]
+        self.app.push_screen(ModelsScreen(self.app.config.catalog, current),  # type: ignore[attr-defined]
                              self.apply_models)
 
     async def apply_models(self, wanted: list | None) -> None:  # type: ignore[type-arg]
         if wanted is None:
             return
         wanted_ids = {card.id for card in wanted}
-        for model_id in [m for m in self.panes if m not in wanted_ids]:
+        for model_id in [m for m in self.queues if m not in wanted_ids]:
             await self.remove_pane(model_id)
         for card in wanted:
-            if card.id not in self.panes:
+            if card.id not in self.queues:
                 model = self.app.config.make_backend(card)  # type: ignore[attr-defined]
                 self.session.add_model(model)
                 await self.add_pane(model)
@@ -393,6 +341,8 @@ class ChatScreen(Screen[None]):
     async def action_new_session(self) -> None:
         await self.action_cancel_all()
         await self.session.start_over()
+        for key in [key for key, pane in self.panes.items() if pane.group]:
+            await self.grid.remove(key)
         for pane in self.panes.values():
             await pane.clear()
             if pane.state not in ("error", "waiting", "fetching", "loading"):
@@ -410,7 +360,7 @@ class ChatScreen(Screen[None]):
     async def start_scenario(self, scenario: Scenario | None) -> None:
         if scenario is None:
             return
-        await self.action_cancel_all()
+        await self.action_new_session()
         await self.session.start_over(scenario)
         for pane in self.panes.values():
             await pane.clear()
@@ -418,6 +368,11 @@ class ChatScreen(Screen[None]):
         self.notify(scenario.description, title=scenario.title, timeout=8)
         if scenario.first_turn:
             self.send_turn(scenario.first_turn)
+
+    def action_sessions(self) -> None:
+        from tui.screens.sessions import SessionsScreen
+
+        self.app.push_screen(SessionsScreen())
 
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
@@ -427,6 +382,8 @@ class ChatScreen(Screen[None]):
     def palette_commands(self) -> Iterator[SystemCommand]:
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
-            if binding.description and not binding.action.startswith("scroll"):
+            if binding.description and not binding.action.startswith(("scroll", "step")):
                 yield SystemCommand(binding.description, f"{binding.description} ({binding.key})",
                                     lambda action=binding.action: self.run_action(action))
+        yield SystemCommand("Previous pane", "Show the previous model's pane (alt+left)", lambda: self.grid.step(-1))
+        yield SystemCommand("Next pane", "Show the next model's pane (alt+right)", lambda: self.grid.step(1))

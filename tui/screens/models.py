@@ -14,24 +14,24 @@ from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
 from tui.cards import Catalog, ModelCard, card_from_gguf, size_label
 from tui.gguf import GGUFError
-from tui.session import Session
 from tui.store import find_local
 
 
 class ModelsScreen(ModalScreen[list[ModelCard] | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, catalog: Catalog, session: Session) -> None:
+    def __init__(self, catalog: Catalog, current: list[ModelCard], title: str = "Models") -> None:
         super().__init__()
         self.cards = dict(catalog.cards)
-        for model in session.models:  # cards from files, or changed by options, as loaded
-            self.cards[model.card.id] = model.card
+        for card in current:  # cards from files, or changed by options, as loaded
+            self.cards[card.id] = card
         self.catalog = catalog
-        self.chosen = {model.card.id for model in session.models}
+        self.chosen = {card.id for card in current}
+        self.title_text = title
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("[b]Models[/b] · added models load in the background; removed ones are closed")
+            yield Label(f"[b]{self.title_text}[/b] · models load in the background; removed ones are closed")
             yield Label("Start from a lineup", classes="field-label")
             yield Select([(f"{l.name} ({len(l.models)} models)", l.name) for l in self.catalog.lineups.values()],
                          prompt="keep the current models", id="lineup")

@@ -15,6 +15,7 @@ from textual.widgets import Markdown, Static
 from tui.cards import ModelCard, size_label
 from tui.checks import CheckResult, Score
 from tui.engine.events import Finished
+from tui.history import Reply
 from tui.textsafe import safe_text
 
 STATES = {
@@ -82,6 +83,14 @@ class TurnView(Vertical):
         self.stats.update(reply_stats(done))
         self.set_class(done.status != "done", f"-{done.status}")
 
+    def show_marks(self, best: bool, notes: list[str]) -> None:
+        """★ for a reply marked best, and any notes on it (review and resume)."""
+        for old in self.query(".mark"):
+            old.remove()
+        lines = (["★ best"] if best else []) + [f"✎ {safe_text(note)}" for note in notes]
+        if lines:
+            self.mount(Static(Text("\n".join(lines), style="bold yellow"), classes="mark"), after=self.stats)
+
     def show_check(self, result: CheckResult) -> None:
         mark = Text(f"{'✓' if result.passed else '✗'} {safe_text(result.reason)}",
                     style="bold green" if result.passed else "bold red")
@@ -94,9 +103,10 @@ class ModelPane(Vertical):
     state: reactive[str] = reactive("waiting")
     progress: reactive[str] = reactive("")
 
-    def __init__(self, card: ModelCard) -> None:
-        super().__init__(id=f"pane-{card.id.replace('.', '_')}", classes="pane")
+    def __init__(self, card: ModelCard, group: int = 0) -> None:
+        super().__init__(classes="pane")
         self.card = card
+        self.group = group  # 0: a live model; 1: a replay's original replies, shown read-only
         self.header = Static("", classes="pane-header")
         self.turns = VerticalScroll(classes="turns")
         self.footer = Static("", classes="pane-footer")
@@ -128,7 +138,7 @@ class ModelPane(Vertical):
 
     def refresh_header(self) -> None:
         card = self.card
-        title = Text(card.name, style="bold")
+        title = Text(("⟲ original: " if self.group else "") + card.name, style="bold")
         facts = f"{card.params_label} · {card.quant} · {size_label(card.size)} · {card.family}"
         if not card.instruct and "base" not in card.name.lower():
             facts += " · base model"
@@ -191,6 +201,23 @@ class ModelPane(Vertical):
     def scrolled(self) -> None:
         """The view moved: follow new text again only once it is back at the end."""
         self.following = self.turns.scroll_y >= self.turns.max_scroll_y - 1
+
+    async def show_saved(self, turn: int, prompt: str, reply: Reply | None) -> None:
+        """A turn from a saved session: its reply, numbers, check and marks as recorded."""
+        view = TurnView(turn, safe_text(prompt))
+        await self.turns.mount(view)
+        if reply is None:
+            view.stats.update(Text("(no reply to this turn)", style="dim"))
+            return
+        done = reply.finished()
+        view.write(done.text)
+        await view.finish(done)
+        result = reply.check_result()
+        if result:
+            view.show_check(result)
+        view.show_marks(reply.best, reply.notes)
+        self.last = done
+        self.refresh_footer()
 
     async def clear(self) -> None:
         await self.turns.remove_children()

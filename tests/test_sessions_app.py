@@ -1,0 +1,193 @@
+"""The sessions screen and what it leads to, driven through the pilot with scripted
+models: find a session by a word from a reply, open it side by side, mark and note,
+resume it, replay it to other models; and resume with the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from scripted import ScriptedModel, card
+from tui.app import AppConfig, LadderApp
+from tui.cards import Catalog, load_catalog
+from tui.engine.events import SamplingParams
+from tui.engine.local import Engine
+from tui.history import load_record
+from tui.screens.chat import ChatScreen
+from tui.screens.review import ReviewScreen
+from tui.screens.sessions import SessionsScreen, parse_query
+
+CARDS = [card("tiny", 100_000_000, "Tiny 100M"), card("big", 1_000_000_000, "Big 1B")]
+
+
+def make_app(tmp_path: Path, cards: list = CARDS, scripts: dict | None = None):  # type: ignore[no-untyped-def, type-arg]
+    models: dict[str, ScriptedModel] = {}
+    scripts = scripts or {}
+
+    def backend(c):  # type: ignore[no-untyped-def]
+        models[c.id] = ScriptedModel(c, script=scripts.get(c.id))
+        return models[c.id]
+
+    catalog = Catalog(cards={c.id: c for c in cards + [card("newcomer", 500_000_000, "Newcomer 500M")]})
+    config = AppConfig(catalog=catalog, cards=cards, make_backend=backend, sessions_dir=tmp_path / "sessions",
+                       lineup="scripted")
+    return LadderApp(config), models
+
+
+async def type_and_send(pilot, text: str) -> None:  # type: ignore[no-untyped-def]
+    await pilot.click("#composer")
+    await pilot.press(*[c if c != " " else "space" for c in text], "enter")
+    await pilot.pause(0.3)
+
+
+async def record_sessions(tmp_path: Path) -> None:
+    """Two saved sessions, the first with a distinctive word in a reply."""
+    scripts = {"big": lambda r: "The answer involves a platypus." if "animal" in r.messages[-1]["content"] else "No."}
+    app, _ = make_app(tmp_path, scripts=scripts)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause(0.2)
+        await type_and_send(pilot, "name an odd animal")
+        await pilot.press("f4")
+        await pilot.pause(0.2)
+        await type_and_send(pilot, "something else entirely")
+
+
+def test_search_query_parsing() -> None:
+    assert parse_query("platypus model:big since:2026-01-01") == ("platypus", {"model": "big", "since": "2026-01-01"})
+    assert parse_query("") == (None, {})
+
+
+async def test_find_a_session_by_a_word_from_a_reply_open_mark_and_note(tmp_path: Path) -> None:
+    await record_sessions(tmp_path)
+    app, _ = make_app(tmp_path)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+o")
+        await pilot.pause(0.5)
+        assert isinstance(app.screen, SessionsScreen)
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 2
+        app.screen.query_one("#query", Input).value = "platypus"
+        await pilot.pause(0.6)
+        assert table.row_count == 1
+        assert "platypus" in str(app.screen.query_one("#preview").render())
+        table.focus()
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        review = app.screen
+        assert isinstance(review, ReviewScreen)
+        assert [p.card.id for p in review.grid.ordered()] == ["tiny", "big"]
+        assert "platypus" in review.grid.panes["big"].turn_view(1).reply.source
+        await pilot.press("right", "b")  # mark the big model's reply best
+        await pilot.pause(0.2)
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        await pilot.press(*"good one", "enter")
+        await pilot.pause(0.3)
+        marks = str(review.grid.panes["big"].turn_view(1).query(".mark").first().render())
+        assert "★ best" in marks and "good one" in marks
+        path = review.record.path
+    saved = load_record(path)
+    reply = saved.turns[0].replies["big"]
+    assert reply.best and reply.notes == ["good one"]
+    assert [json.loads(line)["type"] for line in path.read_text().splitlines()][-2:] == ["mark", "note"]
+
+
+async def test_resume_restores_history_and_appends_to_the_same_file(tmp_path: Path) -> None:
+    await record_sessions(tmp_path)
+    app, models = make_app(tmp_path)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+o")
+        await pilot.pause(0.5)
+        sessions = app.screen
+        sessions.query_one("#query", Input).value = "platypus"
+        await pilot.pause(0.6)
+        sessions.query_one(DataTable).focus()
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.6)
+        chat = app.screen
+        assert isinstance(chat, ChatScreen) and chat.resumed is not None
+        path = app.session.transcript.path
+        assert "platypus" in chat.panes["big"].turn_view(1).reply.source  # the saved turn is shown
+        await type_and_send(pilot, "and another")
+        await pilot.pause(0.3)
+    history = models["big"].requests[-1].messages
+    assert [m["content"] for m in history] == ["name an odd animal", "The answer involves a platypus.", "and another"]
+    record = load_record(path)
+    assert [t.text for t in record.turns] == ["name an odd animal", "and another"]
+    assert record.turns[1].replies["tiny"].status == "done"
+
+
+async def test_replay_sends_the_saved_turns_to_other_models_beside_the_originals(tmp_path: Path) -> None:
+    await record_sessions(tmp_path)
+    app, models = make_app(tmp_path)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await pilot.pause(0.2)
+        source = next(p for p in (tmp_path / "sessions").glob("*.jsonl") if "platypus" in p.read_text())
+        record = load_record(source)
+        await app.replay(record, [app.config.catalog.cards["newcomer"]])
+        await pilot.pause(1.0)
+        chat = app.screen
+        assert isinstance(chat, ChatScreen)
+        keys = [key for key, pane in chat.panes.items()]
+        assert "newcomer" in keys and "original:big" in keys and "original:tiny" in keys
+        assert "platypus" in chat.panes["original:big"].turn_view(1).reply.source
+        assert chat.panes["newcomer"].turn_view(1).reply.source.startswith("Newcomer 500M answers")
+        replay_path = app.session.transcript.path
+    header = json.loads(replay_path.read_text().splitlines()[0])
+    assert header["replay_of"] == source.stem and replay_path != source
+    assert [m.card.id for m in [models["newcomer"]]] == ["newcomer"]
+    assert models["newcomer"].requests[0].messages[-1]["content"] == "name an odd animal"
+
+
+@pytest.mark.usefixtures("offline_models")
+async def test_resume_with_the_real_model_remembers_a_fact_from_turn_one(tmp_path: Path) -> None:
+    catalog = load_catalog()
+    cards = [catalog.cards["smollm2-135m-instruct"]]
+    params = SamplingParams(temperature=0.0, max_tokens=16, seed=1)
+
+    def config() -> AppConfig:
+        engine = Engine()
+        return AppConfig(catalog=catalog, cards=cards, make_backend=engine.model, sessions_dir=tmp_path, params=params)
+
+    app = LadderApp(config())
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.screen.panes["smollm2-135m-instruct"]
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if pane.state == "ready":
+                break
+        await type_and_send(pilot, "My name is Zorblax. Please remember it.")
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if pane.state == "done":
+                break
+        path = app.session.transcript.path
+    # A new app (a new process would do the same) resumes the saved session.
+    app = LadderApp(config())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        await app.resume(load_record(path))
+        pane = app.screen.panes["smollm2-135m-instruct"]
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if pane.state == "ready":
+                break
+        await type_and_send(pilot, "What is my name?")
+        for _ in range(150):
+            await pilot.pause(0.1)
+            if pane.state == "done":
+                break
+        assert pane.state == "done"
+    record = load_record(path)
+    assert len(record.turns) == 2
+    second = record.turns[1].replies["smollm2-135m-instruct"]
+    assert second.status == "done"
+    # The model saw turn 1 (its prompt is much longer than the new question alone) and
+    # uses the fact from it.
+    assert second.event["prompt_tokens"] > 40
+    assert "zorblax" in second.text.lower()

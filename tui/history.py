@@ -1,0 +1,157 @@
+"""A saved session read back turn by turn: what the sessions screen, `ladder sessions`,
+exports, resume and replay all work from.
+
+Built from the transcript's events, so it shows what was saved, also for models that
+were added or removed mid-session, and settings that changed on the way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tui.checks import CheckResult
+from tui.engine.events import Finished
+from tui.transcript import Transcript, read_transcript
+
+
+@dataclass
+class Reply:
+    model: str
+    status: str
+    text: str
+    event: dict[str, Any]  # the whole reply event: tokens, timings, parameters, check
+    best: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def check(self) -> dict[str, Any] | None:
+        check = self.event.get("check")
+        return check if isinstance(check, dict) else None
+
+    def finished(self) -> Finished:
+        """The reply as the engine reported it, to show it again."""
+        event = self.event
+
+        def number(key: str) -> Any:
+            value = event.get(key)
+            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+        status = self.status if self.status in ("done", "cancelled", "error") else "error"
+        return Finished(status=status, finish_reason=str(event.get("finish_reason") or status),  # type: ignore[arg-type]
+                        text=self.text, prompt_tokens=number("prompt_tokens") or 0,
+                        cached_tokens=number("cached_tokens") or 0, completion_tokens=number("completion_tokens") or 0,
+                        ttft_s=number("ttft_s"), tokens_per_s=number("tokens_per_s"), elapsed_s=number("elapsed_s") or 0.0,
+                        error=event.get("error") if isinstance(event.get("error"), str) else None,
+                        notices=[n for n in _list(event.get("notices")) if isinstance(n, str)])
+
+    def check_result(self) -> CheckResult | None:
+        check = self.check
+        if check is None:
+            return None
+        return CheckResult(str(check.get("kind", "")), bool(check.get("passed")), str(check.get("reason", "")))
+
+
+@dataclass
+class Turn:
+    number: int
+    text: str
+    item: dict[str, Any] | None = None
+    replies: dict[str, Reply] = field(default_factory=dict)  # by model id
+    notes: list[str] = field(default_factory=list)  # notes on the turn as a whole
+
+
+@dataclass
+class SessionRecord:
+    transcript: Transcript
+    models: list[dict[str, Any]]  # cards as saved, smallest first, including models added later
+    turns: list[Turn]
+    settings: dict[str, Any]  # the latest params, model_params and system prompt
+
+    @property
+    def id(self) -> str:
+        return self.transcript.id
+
+    @property
+    def path(self) -> Path:
+        return self.transcript.path
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return self.transcript.header
+
+    @property
+    def problems(self) -> list[str]:
+        return self.transcript.problems
+
+    @property
+    def scenario_id(self) -> str | None:
+        scenario = self.header.get("scenario")
+        return scenario.get("id") if isinstance(scenario, dict) else None
+
+    @property
+    def created(self) -> str:
+        return str(self.header.get("created", ""))
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        return next((card for card in self.models if card.get("id") == model_id), {"id": model_id, "name": model_id})
+
+    def scores(self) -> dict[str, tuple[int, int]]:
+        """Per model: (checks passed, replies checked)."""
+        scores: dict[str, tuple[int, int]] = {}
+        for turn in self.turns:
+            for model_id, reply in turn.replies.items():
+                if reply.check is not None:
+                    passed, checked = scores.get(model_id, (0, 0))
+                    scores[model_id] = (passed + bool(reply.check.get("passed")), checked + 1)
+        return scores
+
+
+def _params(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def build_record(transcript: Transcript) -> SessionRecord:
+    header = transcript.header
+    models = [card for card in _list(header.get("models")) if isinstance(card, dict)]
+    settings = {key: header.get(key) for key in ("params", "model_params", "system")}
+    turns: dict[int, Turn] = {}
+    for event in transcript.events:
+        kind, number, model = event.get("type"), event.get("turn"), event.get("model")
+        if not isinstance(number, int) or isinstance(number, bool):
+            number = None
+        if kind == "user" and number is not None and number not in turns:
+            item = event.get("item")
+            turns[number] = Turn(number, str(event.get("text", "")), item if isinstance(item, dict) else None)
+        elif kind == "reply" and number in turns and isinstance(model, str):
+            earlier = turns[number].replies.get(model)
+            reply = Reply(model, str(event.get("status", "")), str(event.get("text", "")), event)
+            if earlier is not None:  # the same reply saved twice: keep its marks and notes
+                reply.best, reply.notes = earlier.best, earlier.notes
+            turns[number].replies[model] = reply
+        elif kind == "models":
+            known = {card.get("id") for card in models}
+            models += [card for card in _list(event.get("added")) if isinstance(card, dict) and card.get("id") not in known]
+        elif kind == "settings":
+            settings.update({key: event.get(key) for key in settings if key in event})
+        elif kind in ("mark", "note") and number in turns:
+            reply = turns[number].replies.get(model) if isinstance(model, str) else None
+            if kind == "mark" and reply is not None:
+                reply.best = bool(event.get("best", True))
+            elif kind == "note":
+                (reply.notes if reply is not None else turns[number].notes).append(str(event.get("text", "")))
+    models.sort(key=lambda card: _params(card.get("params")))
+    return SessionRecord(transcript, models, [turns[n] for n in sorted(turns)], settings)
+
+
+def load_record(path: Path) -> SessionRecord:
+    """A session from its transcript; damage is listed in `.problems`, never raised."""
+    return build_record(read_transcript(path))

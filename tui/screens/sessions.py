@@ -1,0 +1,152 @@
+"""Saved sessions, newest first, with a search box: text across every prompt and reply,
+and filters `model:` `scenario:` `since:` `until:`. Enter opens one side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from tui import archive
+from tui.history import load_record
+from tui.textsafe import safe_text
+
+FILTERS = ("model", "scenario", "since", "until")
+
+
+def parse_query(query: str) -> tuple[str | None, dict[str, str]]:
+    """"word model:qwen since:2026-11-01" -> ("word", {"model": "qwen", "since": "2026-11-01"})."""
+    words, filters = [], {}
+    for token in query.split():
+        key, sep, value = token.partition(":")
+        if sep and key in FILTERS and value:
+            filters[key] = value
+        else:
+            words.append(token)
+    return " ".join(words) or None, filters
+
+
+class SessionsScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("enter", "open", "Open", show=True),
+        Binding("ctrl+r", "resume", "Resume"),
+        Binding("ctrl+y", "replay", "Replay"),
+        Binding("ctrl+f", "focus_search", "Search"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path()  # the app's sessions folder, set on mount
+        self.ids: list[str] = []
+        self.snippets: dict[str, list[str]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        yield Input(placeholder="search prompts and replies · model:NAME scenario:ID since:YYYY-MM-DD until:YYYY-MM-DD",
+                    id="query")
+        yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+        yield Static(id="preview")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.directory = self.app.config.sessions_dir  # type: ignore[attr-defined]
+        table = self.query_one(DataTable)
+        table.add_columns("date", "scenario", "lineup", "turns", "first prompt")
+        self.refresh_list("")
+        table.focus()
+
+    @on(Input.Changed, "#query")
+    def query_changed(self, event: Input.Changed) -> None:
+        self.refresh_list(event.value)
+
+    @on(Input.Submitted, "#query")
+    def query_done(self) -> None:
+        self.query_one(DataTable).focus()
+
+    @work(exclusive=True, thread=True)
+    def refresh_list(self, query: str) -> None:
+        text, filters = parse_query(query)
+        try:
+            if text or filters:
+                hits = archive.search(self.directory, text, **filters)
+                rows = [(hit.summary, [f"turn {s.turn} · {s.who}: {s.text}" for s in hit.snippets]) for hit in hits]
+            else:
+                rows = [(summary, []) for summary in archive.list_sessions(self.directory)]
+        except ValueError as error:  # a bad date in since:/until:
+            self.app.call_from_thread(self.show_problem, str(error))
+            return
+        self.app.call_from_thread(self.show_rows, rows)
+
+    def show_problem(self, message: str) -> None:
+        self.query_one("#preview", Static).update(Text(message, style="red"))
+
+    def show_rows(self, rows: list) -> None:  # type: ignore[type-arg]
+        table = self.query_one(DataTable)
+        table.clear()
+        self.ids = []
+        self.snippets = {}
+        for summary, snippets in rows:
+            prompt = safe_text(summary.first_prompt.replace("\n", " "))
+            table.add_row(str(summary.created)[:16].replace("T", " "), summary.scenario or "-", summary.lineup or "-",
+                          str(summary.turns), prompt[:80] + ("…" if len(prompt) > 80 else ""), key=summary.id)
+            self.ids.append(summary.id)
+            self.snippets[summary.id] = snippets
+        count = f"{len(rows)} session{'s' if len(rows) != 1 else ''}"
+        self.query_one("#title", Static).update(Text.assemble(("Sessions", "bold"), f" · {count} in {self.directory}",
+                                                              ("  Enter opens · Ctrl+R resumes · Ctrl+Y replays", "dim")))
+        self.show_preview()
+
+    @on(DataTable.RowHighlighted)
+    def show_preview(self) -> None:
+        session_id = self.selected()
+        snippets = self.snippets.get(session_id or "", [])
+        text = "\n".join(safe_text(s) for s in snippets) if snippets else (session_id or "no saved sessions here yet")
+        self.query_one("#preview", Static).update(Text(text, style="dim"))
+
+    def selected(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not self.ids or table.cursor_row < 0 or table.cursor_row >= len(self.ids):
+            return None
+        return self.ids[table.cursor_row]
+
+    def selected_record(self):  # type: ignore[no-untyped-def]
+        session_id = self.selected()
+        if session_id is None:
+            return None
+        try:
+            record = load_record(archive.resolve(self.directory, session_id))
+        except ValueError as error:
+            self.notify(str(error), severity="error")
+            return None
+        for problem in record.problems:
+            self.notify(problem, title="Part of this transcript could not be read", severity="warning", timeout=8)
+        return record
+
+    @on(DataTable.RowSelected)
+    def action_open(self) -> None:
+        from tui.screens.review import ReviewScreen
+
+        record = self.selected_record()
+        if record is not None:
+            self.app.push_screen(ReviewScreen(record))
+
+    async def action_resume(self) -> None:
+        record = self.selected_record()
+        if record is not None:
+            await self.app.resume(record)  # type: ignore[attr-defined]
+
+    def action_replay(self) -> None:
+        from tui.screens.review import choose_replay
+
+        record = self.selected_record()
+        if record is not None:
+            choose_replay(self.app, record)
+
+    def action_focus_search(self) -> None:
+        self.query_one("#query", Input).focus()

@@ -1,0 +1,148 @@
+"""The panes of a screen, laid out side by side or one at a time, scrolling together.
+
+Panes are ordered by group (live models, then a replay's original replies) and then by
+parameter count. Narrower than `MIN_PANE_WIDTH` a pane, or when zoomed, only the
+current pane shows, with a switcher line naming them all. With sync on, scrolling one
+pane scrolls the others to the same turn.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Container, Vertical
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from tui.widgets.pane import STATES, ModelPane
+
+MIN_PANE_WIDTH = 38
+
+
+class PaneGrid(Vertical):
+    zoomed: reactive[bool] = reactive(False)
+    current: reactive[int] = reactive(0)
+
+    def __init__(self) -> None:
+        super().__init__(id="grid")
+        self.panes: dict[str, ModelPane] = {}
+        self.sync_scroll = True
+        self._syncing = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="switcher")
+        yield Container(id="panes")
+
+    def ordered(self) -> list[ModelPane]:
+        return sorted(self.panes.values(), key=lambda pane: (pane.group, pane.card.params))
+
+    async def add(self, key: str, pane: ModelPane) -> None:
+        self.panes[key] = pane
+        ordered = self.ordered()
+        index = ordered.index(pane)
+        container = self.query_one("#panes", Container)
+        if index + 1 < len(ordered):
+            await container.mount(pane, before=ordered[index + 1])
+        else:
+            await container.mount(pane)
+        self.watch(pane.turns, "scroll_y", lambda _: self.scrolled(pane), init=False)
+        self.update_layout()
+
+    async def remove(self, key: str) -> None:
+        pane = self.panes.pop(key)
+        await pane.remove()
+        self.current = min(self.current, max(len(self.panes) - 1, 0))
+        self.update_layout()
+
+    def current_pane(self) -> ModelPane | None:
+        panes = self.ordered()
+        return panes[min(self.current, len(panes) - 1)] if panes else None
+
+    # --- layout ------------------------------------------------------------------------------
+
+    def single(self) -> bool:
+        return self.zoomed or self.size.width < MIN_PANE_WIDTH * min(len(self.panes), 4)
+
+    def update_layout(self) -> None:
+        panes = self.ordered()
+        if not panes or not self.is_mounted:
+            return
+        self.current = min(self.current, len(panes) - 1)
+        single = self.single()
+        columns = 1 if single else min(len(panes), 4)
+        grid = self.query_one("#panes", Container)
+        grid.styles.grid_size_columns = columns
+        grid.styles.grid_size_rows = 1 if single else math.ceil(len(panes) / columns)
+        for index, pane in enumerate(panes):
+            pane.display = not single or index == self.current
+            pane.set_class(index == self.current, "-current")
+        self.query_one("#switcher").display = single
+        self.update_switcher()
+
+    def update_switcher(self) -> None:
+        line = Text()
+        for index, pane in enumerate(self.ordered()):
+            marker = "⟲ " if pane.group else ""
+            label = f" {marker}{pane.card.params_label} {pane.card.name.split(' ')[0]} {STATES[pane.state][0]} "
+            line.append(label, style="reverse bold" if index == self.current else "")
+            line.append(" ")
+        line.append(" Alt+←/→ switch · F5 zoom", style="dim")
+        self.query_one("#switcher", Static).update(line)
+
+    def on_resize(self) -> None:
+        self.update_layout()
+
+    def watch_zoomed(self) -> None:
+        self.update_layout()
+
+    def watch_current(self) -> None:
+        self.update_layout()
+
+    def step(self, by: int) -> None:
+        self.current = (self.current + by) % max(len(self.panes), 1)
+
+    # --- scrolling together, aligned by turn -------------------------------------------------
+
+    def scroll_current(self, amount: float) -> None:
+        pane = self.current_pane()
+        if pane:
+            lines = amount * pane.turns.size.height if abs(amount) < 1 else amount
+            pane.turns.scroll_relative(y=lines, animate=False)
+
+    def scroll_to_turn(self, turn: int) -> None:
+        for pane in self.panes.values():
+            view = pane.turn_view(turn)
+            if view is not None:
+                pane.turns.scroll_to(y=view.virtual_region.y, animate=False, immediate=True)
+
+    def scrolled(self, pane: ModelPane) -> None:
+        pane.scrolled()
+        if not pane.following:  # following new text is not a scroll the others should copy
+            self.follow(pane)
+
+    def top_turn(self, pane: ModelPane) -> int | None:
+        top = pane.turns.scroll_y
+        views = [view for view in pane.turns.children if view.has_class("turn")]
+        anchor = next((v for v in reversed(views) if v.virtual_region.y <= top), None)
+        return getattr(anchor, "turn", None)
+
+    def follow(self, leader: ModelPane) -> None:
+        """Scroll the other panes so that the turn at the top of `leader` is at their top."""
+        if self._syncing or not self.sync_scroll:
+            return
+        turn = self.top_turn(leader)
+        anchor = leader.turn_view(turn) if turn is not None else None
+        if anchor is None:
+            return
+        fraction = (leader.turns.scroll_y - anchor.virtual_region.y) / max(anchor.virtual_region.height, 1)
+        self._syncing = True
+        try:
+            for pane in self.panes.values():
+                view = pane.turn_view(anchor.turn) if pane is not leader else None
+                if view is not None:
+                    target = view.virtual_region.y + fraction * view.virtual_region.height
+                    pane.turns.scroll_to(y=target, animate=False, immediate=True)
+        finally:
+            self._syncing = False
