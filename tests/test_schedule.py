@@ -164,30 +164,6 @@ def test_forget_hands_on_a_held_lane() -> None:
         take(lanes, 2, within=0.1)
 
 
-def test_resize() -> None:
-    """Growing to 2 lets a waiter in beside the holder; shrinking to 1 applies once both release."""
-    lanes = Lanes(SPAWN, 1)
-    take(lanes, 0)
-    got: list[int] = []
-    first = start(lambda: (take(lanes, 1), got.append(1)))
-    wait_until(lambda: queued(lanes) == 1)
-    lanes.resize(2)
-    first.join(2)
-    assert got == [1]  # slots 0 and 1 hold a lane each
-
-    lanes.resize(1)
-    second = start(lambda: (take(lanes, 2), got.append(2)))
-    wait_until(lambda: queued(lanes) == 1)
-    lanes.release(0)
-    time.sleep(0.2)
-    assert got == [1]  # slot 1 still holds the only lane left
-    lanes.release(1)
-    second.join(2)
-    assert got == [1, 2]
-    with pytest.raises(Cancelled):
-        take(lanes, 3, within=0.1)
-
-
 # --- across processes ---------------------------------------------------------------------------
 
 
@@ -261,16 +237,84 @@ def test_killed_workers_are_forgotten() -> None:
 
 
 @pytest.mark.parametrize(("policy", "models", "cores", "plan"), [
-    ("baton", 4, 2, Plan(lanes=1, threads=2)),
-    ("baton", 4, 16, Plan(lanes=1, threads=16)),
-    ("baton", 1, 16, Plan(lanes=1, threads=16)),
-    ("split", 4, 2, Plan(lanes=2, threads=1)),
-    ("split", 4, 16, Plan(lanes=4, threads=4)),
-    ("split", 3, 16, Plan(lanes=3, threads=5)),
-    ("split", 1, 2, Plan(lanes=1, threads=2)),
-    ("split", 1, 16, Plan(lanes=1, threads=16)),
+    ("baton", 4, 2, Plan(prompt_threads=2, decode_threads=2)),
+    ("baton", 4, 16, Plan(prompt_threads=16, decode_threads=16)),
+    ("split", 4, 2, Plan(prompt_threads=1, decode_threads=1)),
+    ("split", 4, 16, Plan(prompt_threads=4, decode_threads=4)),
+    ("split", 3, 16, Plan(prompt_threads=5, decode_threads=5)),
+    ("split", 1, 2, Plan(prompt_threads=2, decode_threads=2)),
+    ("mixed", 4, 2, Plan(prompt_threads=2, decode_threads=1)),
+    ("mixed", 4, 16, Plan(prompt_threads=16, decode_threads=4)),
+    ("mixed", 1, 8, Plan(prompt_threads=8, decode_threads=8)),
 ])
 def test_policy_plan(policy: str, models: int, cores: int, plan: Plan) -> None:
-    """Plans never run more threads than cores: baton one lane with all, split the cores shared."""
+    """No step runs more threads than cores; baton uses them all, split shares them,
+    mixed uses them all for prompts and shares them for tokens."""
     assert POLICIES[policy].plan(models, cores) == plan
-    assert plan.lanes * plan.threads <= cores
+    assert max(plan.prompt_threads, plan.decode_threads) <= cores
+    if policy != "baton":
+        assert min(models, cores) * plan.decode_threads <= cores
+
+
+def test_a_step_holds_as_many_cores_as_it_runs_threads() -> None:
+    """On 2 cores, two one-thread steps run at once, a two-thread step waits for both,
+    and while it waits at the head of the line no one-thread step passes it."""
+    import multiprocessing
+    import threading
+
+    from tui.engine.schedule import Lanes, prefill_priority
+
+    lanes = Lanes(multiprocessing.get_context("spawn"), 2)
+    never = threading.Event()
+    lanes.acquire(0, never, cores=1)
+    lanes.acquire(1, never, cores=1)  # both cores busy now
+    got: list[int] = []
+    prompt = threading.Thread(target=lambda: (lanes.acquire(2, never, prefill_priority(100_000, 10), cores=2),
+                                              got.append(2)))
+    prompt.start()
+    import time as clock
+    clock.sleep(0.1)
+    decode = threading.Thread(target=lambda: (lanes.acquire(3, never, cores=1), got.append(3)))
+    decode.start()
+    clock.sleep(0.1)
+    lanes.release(0)  # one core free: the prompt at the head still needs two, and the decode may not pass
+    clock.sleep(0.1)
+    assert got == []
+    lanes.release(1)
+    prompt.join(2)
+    assert got == [2]
+    lanes.release(2)
+    decode.join(2)
+    assert got == [2, 3]
+
+
+def test_prompt_work_goes_first_least_work_first_then_decode_in_arrival_order() -> None:
+    """With the lane busy, waiters are served: prompt work by size, then decode steps FIFO."""
+    import multiprocessing
+    import threading
+    import time as clock
+
+    from tui.engine.schedule import DECODE, Lanes, prefill_priority
+
+    lanes = Lanes(multiprocessing.get_context("spawn"), 1)
+    never = threading.Event()
+    lanes.acquire(0, never)  # slot 0 holds the lane
+    order: list[int] = []
+
+    def wait(slot: int, priority: int) -> None:
+        lanes.acquire(slot, never, priority)
+        order.append(slot)
+        lanes.release(slot)
+
+    requests = [(1, DECODE), (2, prefill_priority(1_500_000_000, 40)), (3, DECODE),
+                (4, prefill_priority(135_000_000, 60)), (5, prefill_priority(135_000_000, 10))]
+    threads = []
+    for slot, priority in requests:
+        thread = threading.Thread(target=wait, args=(slot, priority))
+        thread.start()
+        threads.append(thread)
+        clock.sleep(0.05)  # arrive in this order
+    lanes.release(0)
+    for thread in threads:
+        thread.join(5)
+    assert order == [5, 4, 2, 1, 3]

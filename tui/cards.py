@@ -116,6 +116,15 @@ def size_label(size: int | None) -> str:
     return f"{round(size / 1e6)} MB"
 
 
+# libyaml's loader, where PyYAML was built with it, reads cards and scenarios about ten
+# times faster than the pure-Python one, which matters for start-up.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+
+
 # --- reading cards -------------------------------------------------------------------------
 
 
@@ -223,7 +232,7 @@ def parse_card(data: Any, origin: str) -> ModelCard:
 
 def _load_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from tui import __version__
@@ -15,7 +16,7 @@ from tui.engine.events import PARAM_NAMES, SamplingParams
 from tui.engine.schedule import DEFAULT_POLICY, POLICIES
 from tui.gguf import GGUFError
 
-COMMANDS = ("chat", "ask", "models", "scenarios", "sessions")
+COMMANDS = ("chat", "ask", "models", "scenarios", "sessions", "bench")
 
 
 class UsageError(Exception):
@@ -65,6 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("target", metavar="ID|LINEUP")
     verify = models_commands.add_parser("verify", help="check files against their cards' sha256")
     verify.add_argument("target", nargs="?", metavar="ID|LINEUP", help="default: every present model")
+    bench = commands.add_parser("bench", help="measure speed against baselines in the same run")
+    bench.add_argument("--lineup", help="default: offline")
+    bench.add_argument("--model", action="append", default=[], metavar="ID|PATH")
+    bench.add_argument("--tokens", type=int, default=64, help="tokens per reply (default: %(default)s)")
+    bench.add_argument("--turns", type=int, default=10, help="turns of the KV-cache conversation (default: %(default)s)")
+    bench.add_argument("--schedule", action="append", choices=sorted(POLICIES), help="schedules to compare (default: all)")
+    bench.add_argument("--skip", action="append", choices=["throughput", "ladder", "kv", "app", "startup"],
+                       help="leave out a figure")
+    bench.add_argument("--llama-bench", type=Path, metavar="PATH", help="a llama-bench binary to compare with")
+    bench.add_argument("--build-llama-bench", action="store_true",
+                       help="build llama-bench from llama-cpp-python's vendored llama.cpp first (minutes)")
+    bench.add_argument("--repeat", type=int, default=3, help="rounds of the whole-ladder figure (default: %(default)s)")
+    bench.add_argument("--quick", action="store_true", help="one round of everything")
+    bench.add_argument("--json", action="store_true", help="print only the JSON report")
     scenarios = commands.add_parser("scenarios", help="list scenarios or show one")
     scenarios_commands = scenarios.add_subparsers(dest="scenarios_command", metavar="ACTION", required=True)
     scenarios_commands.add_parser("list", help="every scenario: id, title, items, check")
@@ -148,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["chat", *argv]
     args = build_parser().parse_args(argv)
     runners: dict[str, Callable[[argparse.Namespace], int]] = {
-        "chat": _chat, "ask": _ask, "models": _models, "scenarios": _scenarios, "sessions": _sessions}
+        "chat": _chat, "ask": _ask, "models": _models, "scenarios": _scenarios, "sessions": _sessions, "bench": _bench}
     try:
         return runners[args.command](args)
     except (UsageError, SelectionError, GGUFError) as error:
@@ -183,6 +198,14 @@ def _sessions(args: argparse.Namespace) -> int:
     from tui.sessions_command import run_sessions
 
     return run_sessions(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from tui.bench import run_bench
+
+    if args.tokens < 8 or args.turns < 2 or args.repeat < 1:
+        raise UsageError("--tokens must be at least 8, --turns at least 2 and --repeat at least 1")
+    return run_bench(args, select_models(load_catalog(), args.lineup, args.model))
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from tui import paths
-from tui.cards import ID_PATTERN
+from tui.cards import ID_PATTERN, load_yaml
 from tui.checks import CHECKS, Item
 from tui.engine.events import SamplingParams
 
@@ -232,7 +232,7 @@ def load_scenarios(folders: list[Path] | None = None) -> tuple[dict[str, Scenari
     for folder in folders if folders is not None else [builtin_dir(), user_dir()]:
         for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
             try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+                data = load_yaml(path.read_text(encoding="utf-8"))
                 scenario = parse_scenario(data, str(path))
             except yaml.YAMLError as error:
                 mark = getattr(error, "problem_mark", None)

@@ -6,7 +6,7 @@ import asyncio
 import multiprocessing
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ class Engine:
         self.policy = POLICIES[policy]
         self.cores = cores or available_cores()
         self.context = multiprocessing.get_context("spawn")
-        self.lanes = Lanes(self.context, 1)
+        self.lanes = Lanes(self.context, self.cores)
         self.models: list[LocalModel] = []
         self._free_slots = list(range(MAX_WORKERS))
 
@@ -43,8 +43,12 @@ class Engine:
         running = sum(1 for model in self.models if model.state in ("loading", "ready", "busy"))
         return self.policy.plan(max(running, 1), self.cores)
 
-    def replan(self) -> None:
-        self.lanes.resize(self.plan().lanes)
+    def cores_change_hands(self) -> bool:
+        """Whether multi-threaded steps of different models will use the same cores in
+        turn (planned for every model this engine has, loaded or not)."""
+        plan = self.policy.plan(max(len(self.models), 1), self.cores)
+        threads = max(plan.prompt_threads, plan.decode_threads)
+        return threads > 1 and len(self.models) * threads > self.cores
 
     def take_slot(self) -> int:
         if not self._free_slots:
@@ -106,7 +110,6 @@ class LocalModel:
             raise ModelLoadError(str(error)) from None
         self.state = "loading"
         self._slot = self.engine.take_slot()
-        self.engine.replan()
         self._log.parent.mkdir(parents=True, exist_ok=True)
         context = self.engine.context
         commands_in, self._commands = context.Pipe(duplex=False)
@@ -114,7 +117,7 @@ class LocalModel:
         self._process = context.Process(
             target=worker.serve, name=f"ladder-{self.card.id}", daemon=True,
             args=(self.card, str(path), commands_in, events_out, self.engine.lanes, self._slot,
-                  self.engine.plan().threads, str(self._log)),
+                  self.engine.plan().decode_threads, str(self._log), self.engine.cores_change_hands()),
         )
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
@@ -171,7 +174,6 @@ class LocalModel:
         was_closing = self.state == "closed"
         if not was_closing:
             self._fail(message)
-        self.engine.replan()
         if self._ready and not self._ready.done():
             self._ready.set_exception(ModelLoadError(message))
         if self._queue is not None and not was_closing:
@@ -189,7 +191,7 @@ class LocalModel:
         self._queue = queue = asyncio.Queue()
         self.state = "busy"
         self._commands.send({"op": "turn", "id": self._turn_id, "messages": request.messages,
-                             "params": request.params.as_dict(), "threads": self.engine.plan().threads})
+                             "params": request.params.as_dict(), "plan": asdict(self.engine.plan())})
         finished = False
         try:
             while not finished:
@@ -231,4 +233,3 @@ class LocalModel:
         if self._slot is not None:
             self.engine.give_back_slot(self._slot)
             self._slot = None
-        self.engine.replan()

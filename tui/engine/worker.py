@@ -25,17 +25,21 @@ from typing import Any
 from tui.cards import ModelCard
 from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece
 from tui.engine.prompt import Formatter, PromptFormatError, make_formatter
-from tui.engine.schedule import Cancelled, Lanes
+from tui.engine.schedule import DECODE, Cancelled, Lanes, Plan, prefill_priority
+
+TEXT_INTERVAL = 0.03
 
 
 def serve(card: ModelCard, model_path: str, commands: Connection, events: Connection,
-          lanes: Lanes, slot: int, threads: int, log_path: str) -> None:
+          lanes: Lanes, slot: int, threads: int, log_path: str, quiet_threads: bool) -> None:
     # llama.cpp's OpenMP threads spin while they wait, also after a step, stealing a core
     # from the model that holds the lane next (measured: 4 models took 80 s instead of 11).
     # Sleeping at once (OMP_WAIT_POLICY=PASSIVE) halves speed, as llama.cpp syncs its
     # threads at every operation; a short spin keeps those syncs fast and frees the core
-    # soon after a step. It must be set before llama.cpp loads.
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    # soon after a step, at some cost to a model running alone (the smallest lost ~20%),
+    # so it is only set when lanes change hands. It must be set before llama.cpp loads.
+    if quiet_threads:
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     os.dup2(log.fileno(), 2)  # llama.cpp writes to stderr; keep it off the user's terminal
     sys.stderr = log
@@ -76,9 +80,26 @@ class Worker:
         self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self.cancel = threading.Event()
         self.turn_id = 0
+        self.outbox: list[str] = []  # text not sent yet
+        self.sent_at = 0.0
         # llama.cpp asks this between graph nodes, so a cancel also stops a long prompt.
+        # It is set only while a prompt is evaluated: a Python call per node would cost
+        # the smallest model a tenth of its speed on every token.
         self._abort = llama_cpp.ggml_abort_callback(lambda _data: self.cancel.is_set())
-        llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort, None)
+        self._no_abort = llama_cpp.ggml_abort_callback()  # a null callback
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Evaluate one token now, so that the file is paged in and the buffers exist
+        before the first turn: otherwise the first prompt chunk takes seconds and holds
+        a lane that smaller models are waiting for."""
+        first = self.llm.token_bos() if self.llm.token_bos() >= 0 else self.llm.tokenize(b" ", add_bos=False)[0]
+        self.lanes.acquire(self.slot, threading.Event(), prefill_priority(self.card.params, 1), cores=self.threads)
+        try:
+            self.llm.eval([first])
+        finally:
+            self.lanes.release(self.slot)
+        self.llm.reset()
 
     # --- the command loop ---------------------------------------------------------------------
 
@@ -109,9 +130,23 @@ class Worker:
                 self.llm.reset()
             elif message["op"] == "turn":
                 self.turn_id, self.cancel = message["id"], cancels[message["id"]]
-                self.send(self.turn(message["messages"], SamplingParams(**message["params"]),
-                                    message.get("threads", self.threads)))
+                finished = self.turn(message["messages"], SamplingParams(**message["params"]), Plan(**message["plan"]))
+                self.emit("", final=True)
+                self.send(finished)
                 del cancels[message["id"]]
+
+    def emit(self, piece: str, final: bool = False) -> None:
+        """Send text in pieces at most every TEXT_INTERVAL seconds: per token, the fastest
+        model would wake the app hundreds of times a second, taking CPU from the models."""
+        if piece:
+            self.outbox.append(piece)
+        now = time.perf_counter()
+        if self.outbox and (final or now - self.sent_at >= TEXT_INTERVAL or self.sent_at == 0.0):
+            self.send(TextPiece("".join(self.outbox)))
+            self.outbox.clear()
+            self.sent_at = now
+        if final:
+            self.sent_at = 0.0
 
     def send(self, event: object) -> None:
         self.events.send({"ev": type(event).__name__, "id": self.turn_id, **asdict(event)})  # type: ignore[call-overload]
@@ -140,13 +175,17 @@ class Worker:
                    f"{dropped} earliest turn(s) for this reply"] if dropped else []
         return tokens, prompt.stop, notices
 
-    def turn(self, messages: list[dict[str, str]], params: SamplingParams, threads: int) -> Finished:
+    def use_threads(self, threads: int) -> None:
         import llama_cpp
 
-        start = time.perf_counter()
         if threads != self.threads:
             llama_cpp.llama_set_n_threads(self.llm.ctx, threads, threads)
             self.threads = threads
+
+    def turn(self, messages: list[dict[str, str]], params: SamplingParams, plan: Plan) -> Finished:
+        import llama_cpp
+
+        start = time.perf_counter()
         reply = Reply(start)
         try:
             tokens, stops, notices = self.fit(messages, min(params.max_tokens, self.llm.n_ctx() // 4))
@@ -159,17 +198,28 @@ class Worker:
         reply.prompt_tokens, reply.cached_tokens = len(tokens), min(cached, len(tokens) - 1)
         self.send(PromptReady(reply.prompt_tokens, reply.cached_tokens))
         self.llm.set_seed(params.seed if params.seed is not None else 0)
+        text = StreamedText(stops)
         steps = self.llm.generate(tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
                                   temp=params.temperature, repeat_penalty=params.repeat_penalty)
-        text = StreamedText(stops)
         try:
             while True:
                 if self.cancel.is_set():
                     return reply.finish("cancelled", "cancelled", text.flush())
-                self.lanes.acquire(self.slot, self.cancel)
+                # The first step evaluates the prompt (its uncached part, in one batch: on a
+                # small machine each pass over the weights costs as much as a whole short
+                # prompt), the others one token each.
+                first = reply.completion_tokens == 0
+                work = prefill_priority(self.card.params, len(tokens) - reply.cached_tokens) if first else DECODE
+                threads = plan.prompt_threads if first else plan.decode_threads
+                self.lanes.acquire(self.slot, self.cancel, work, cores=threads)
+                self.use_threads(threads)
+                if first:
+                    llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort, None)
                 try:
                     token = next(steps)
                 finally:
+                    if first:
+                        llama_cpp.llama_set_abort_callback(self.llm.ctx, self._no_abort, None)
                     self.lanes.release(self.slot)
                 if llama_cpp.llama_vocab_is_eog(self.vocab, token):
                     return reply.finish("done", "stop", text.flush())
@@ -178,8 +228,7 @@ class Worker:
                     self.send(FirstToken(reply.first_token - start))
                 reply.completion_tokens += 1
                 piece, stopped = text.add(self.llm.detokenize([token]))
-                if piece:
-                    self.send(TextPiece(piece))
+                self.emit(piece)
                 if stopped:
                     return reply.finish("done", "stop", text.flush())
                 if reply.completion_tokens >= params.max_tokens:

@@ -1,0 +1,34 @@
+"""`ladder bench` runs on the smallest model and emits a well-formed report. Its numbers
+are not checked here: timings belong in the benchmark, not in tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.usefixtures("offline_models")
+def test_bench_runs_on_the_smallest_model_and_reports_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "bench", "--model", "smollm2-135m-instruct", "--tokens", "8", "--turns", "2",
+         "--quick", "--json"], capture_output=True, text=True, env=os.environ, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["models"] == ["smollm2-135m-instruct"] and report["machine"]["cores"] >= 1
+    (row,) = report["throughput"]
+    assert row["engine_tokens_per_s"] > 0 and row["bare_tokens_per_s"] > 0 and row["ratio"] > 0
+    ladder = report["ladder"]
+    assert ladder["sequential_s"] > 0 and set(ladder["policies"]) == {"baton", "mixed", "split"}
+    for run in ladder["policies"].values():
+        assert run["wall_s"] > 0 and run["ratio"] > 0 and run["ttft_ratio"]["smollm2-135m-instruct"] > 0
+    (kv,) = report["kv_cache"]
+    assert kv["ttft_turn1_s"] > 0 and kv["ratio"] > 0 and len(kv["evaluated_tokens"]) == 2
+    app = report["app"]
+    assert app["key_latency_streaming_ms"]["p95"] > 0 and app["ui_cpu_share_of_one_core"] >= 0
+    assert report["startup"]["ladder_s"] > 0 and report["startup"]["minimal_textual_s"] > 0
+    (memory,) = report["memory"]
+    assert memory["file_bytes"] == 98362432 and memory["rss_after_turn"] > 0
