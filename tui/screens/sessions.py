@@ -34,6 +34,7 @@ def parse_query(query: str) -> tuple[str | None, dict[str, str]]:
 class SessionsScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
+        Binding("down", "to_list", "List", show=False),
         Binding("enter", "open", "Open", show=True),
         Binding("ctrl+r", "resume", "Resume"),
         Binding("ctrl+y", "replay", "Replay"),
@@ -59,7 +60,7 @@ class SessionsScreen(Screen[None]):
         table = self.query_one(DataTable)
         table.add_columns("date", "scenario", "lineup", "turns", "first prompt")
         self.refresh_list("")
-        table.focus()
+        self.query_one("#query", Input).focus()  # typing searches at once; Enter or ↓ goes to the list
 
     @on(Input.Changed, "#query")
     def query_changed(self, event: Input.Changed) -> None:
@@ -147,6 +148,13 @@ class SessionsScreen(Screen[None]):
         record = self.selected_record()
         if record is not None:
             choose_replay(self.app, record)
+
+    def action_to_list(self) -> None:
+        table = self.query_one(DataTable)
+        if table.has_focus:
+            table.action_cursor_down()
+        else:
+            table.focus()
 
     def action_focus_search(self) -> None:
         self.query_one("#query", Input).focus()
