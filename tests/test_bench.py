@@ -15,8 +15,10 @@ import pytest
 def test_bench_runs_on_the_smallest_model_and_reports_every_figure() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "tui.cli", "bench", "--model", "smollm2-135m-instruct", "--tokens", "8", "--turns", "2",
-         "--quick", "--json"], capture_output=True, text=True, env=os.environ, timeout=600)
+         "--quick"], capture_output=True, text=True, env=os.environ, timeout=600)
     assert result.returncode == 0, result.stderr
+    for figure in ("1. tokens/s", "2. whole ladder", "3. KV cache", "4. chat app", "5. start", "6. memory"):
+        assert figure in result.stdout  # the table, then the JSON report on its last line
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["models"] == ["smollm2-135m-instruct"] and report["machine"]["cores"] >= 1
     (row,) = report["throughput"]
