@@ -1,0 +1,22 @@
+"""The wheel that `pip install .` builds holds every module and data file the app needs
+(the README's app command installs it that way, not in editable mode)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_ships_every_module_card_scenario_and_stylesheet(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(tmp_path)],
+                   check=True, capture_output=True, timeout=600)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist())
+    expected = {f"tui/{path.relative_to(ROOT / 'tui')}" for path in (ROOT / "tui").rglob("*")
+                if path.suffix in (".py", ".tcss", ".yaml") and "__pycache__" not in path.parts}
+    expected |= {f"tui/modelcards/{path.name}" for path in (ROOT / "modelcards").iterdir() if path.suffix in (".py", ".yaml")}
+    assert expected - names == set()
+    assert any(name.endswith("entry_points.txt") for name in names)
