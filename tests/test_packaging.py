@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,7 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_wheel_ships_every_module_card_scenario_and_stylesheet(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(tmp_path)],
+    # From a clean copy: setuptools would reuse a stale build/ folder in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", "build", "*.egg-info", "__pycache__",
+                                                                ".git", "sessions", ".pytest_cache"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source), "-w", str(tmp_path)],
                    check=True, capture_output=True, timeout=600)
     names = set(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist())
     expected = {f"tui/{path.relative_to(ROOT / 'tui')}" for path in (ROOT / "tui").rglob("*")
