@@ -51,6 +51,8 @@ async def test_a_turn_streams_events_in_order(smol: ModelCard) -> None:
         done = events[-1]
         assert isinstance(done, Finished) and done.status == "done"
         assert done.text == "".join(pieces).strip() and done.text
+        # Text comes in batches; each says how many tokens it holds.
+        assert 0 < sum(e.tokens for e in events if isinstance(e, TextPiece)) <= done.completion_tokens
         assert done.completion_tokens == 24 or done.finish_reason == "stop"
         assert done.tokens_per_s and done.tokens_per_s > 0
         assert model.state == "ready" and model.n_past == done.prompt_tokens + done.completion_tokens

@@ -11,7 +11,6 @@ from typing import Any
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
-from tui import paths
 from tui.cards import Catalog, ModelCard, card_from_gguf
 from tui.engine.base import Backend
 from tui.engine.events import SamplingParams
@@ -54,7 +53,7 @@ class LadderApp(App[None]):
     def on_mount(self) -> None:
         from tui.screens.chat import ChatScreen
 
-        for problem in self.config.catalog.problems + self.config.problems:
+        for problem in self.config.problems:
             self.notify(problem, title="Could not read a file", severity="warning", timeout=10)
         self.push_screen(ChatScreen())
 
@@ -136,25 +135,14 @@ class LadderApp(App[None]):
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui.cards import load_catalog
-    from tui.cli import UsageError, chosen_cards, model_params, sampling_params
-    from tui.scenario import load_scenarios
-    from tui.engine.local import Engine
+    from tui.cli import session_options
 
-    catalog = load_catalog()
-    cards = chosen_cards(args, catalog)
-    scenarios, problems = load_scenarios()
-    if args.scenario and args.scenario not in scenarios:
-        raise UsageError(f"no scenario '{args.scenario}' (known: {', '.join(sorted(scenarios))})")
-    scenario = scenarios.get(args.scenario) if args.scenario else None
-    engine = Engine(policy=args.schedule)
+    options = session_options(args)
     config = AppConfig(
-        catalog=catalog, cards=cards, make_backend=engine.model, sessions_dir=paths.sessions_dir(args.sessions_dir),
-        lineup=args.lineup or (None if args.model else "offline"),
-        params=sampling_params(args, SamplingParams().with_changes(scenario.params) if scenario else None),
-        model_params=model_params(args, cards), system=args.system or (scenario.system if scenario else ""),
-        engine_info={"schedule": args.schedule, "cores": engine.cores},
-        scenarios=scenarios, scenario=scenario, problems=problems,
+        catalog=options.catalog, cards=options.cards, make_backend=options.engine.model,
+        sessions_dir=options.sessions_dir, lineup=options.lineup, params=options.params,
+        model_params=options.model_params, system=options.system, engine_info=options.engine_info,
+        scenarios=options.scenarios, scenario=options.scenario, problems=options.problems,
     )
     LadderApp(config).run()
     return 0

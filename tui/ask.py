@@ -13,13 +13,11 @@ from dataclasses import asdict
 from typing import Any, TextIO
 
 from tui import paths
-from tui.cards import load_catalog
 from tui.checks import CheckResult, Item
-from tui.cli import UsageError, chosen_cards, model_params, report_problems, sampling_params
+from tui.cli import UsageError, session_options
 from tui.engine.base import Backend
-from tui.engine.events import Finished, Notice, SamplingParams, TextPiece, TurnEvent
-from tui.engine.local import Engine
-from tui.scenario import Scenario, load_scenarios
+from tui.engine.events import Finished, Notice, TextPiece, TurnEvent
+from tui.scenario import Scenario
 from tui.session import Checked, Session
 from tui.textsafe import safe_text
 
@@ -118,18 +116,6 @@ def _progress_printer() -> Any:
     return progress
 
 
-def _scenario(args: argparse.Namespace) -> Scenario | None:
-    if not args.scenario:
-        return None
-    scenarios, problems = load_scenarios()
-    for problem in problems:
-        print(f"ladder: warning: {problem}", file=sys.stderr)
-    if args.scenario not in scenarios:
-        raise UsageError(f"no scenario '{args.scenario}' (known: {', '.join(sorted(scenarios))}); "
-                         "see `ladder scenarios list`")
-    return scenarios[args.scenario]
-
-
 def _turns(args: argparse.Namespace, scenario: Scenario | None, session: Session) -> list[tuple[str, Item | None]]:
     """What to send: the scenario's opening message, then the prompt or its next items."""
     turns: list[tuple[str, Item | None]] = [(scenario.first_turn, None)] if scenario and scenario.first_turn else []
@@ -169,17 +155,14 @@ class ScenarioProgress:
 
 
 async def _ask(args: argparse.Namespace) -> int:
-    catalog = load_catalog()
-    report_problems(catalog)
-    cards = chosen_cards(args, catalog)
-    scenario = _scenario(args)
-    params = sampling_params(args, SamplingParams().with_changes(scenario.params) if scenario else None)
-    engine = Engine(policy=args.schedule)
+    options = session_options(args)
+    for problem in options.problems:
+        print(f"ladder: warning: {problem}", file=sys.stderr)
+    cards, scenario = options.cards, options.scenario
     session = Session(
-        [engine.model(card) for card in cards], sessions_dir=paths.sessions_dir(args.sessions_dir),
-        params=params, model_params=model_params(args, cards), lineup=args.lineup or (None if args.model else "offline"),
-        system=args.system or (scenario.system if scenario else ""), scenario=scenario,
-        engine_info={"schedule": args.schedule, "cores": engine.cores},
+        [options.engine.model(card) for card in cards], sessions_dir=options.sessions_dir, params=options.params,
+        model_params=options.model_params, lineup=options.lineup, system=options.system, scenario=scenario,
+        engine_info=options.engine_info,
     )
     turns = _turns(args, scenario, session)
     out = sys.stdout

@@ -6,15 +6,19 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tui import __version__
+from tui import __version__, paths
 from tui.cards import Catalog, ModelCard, SelectionError, load_catalog, select_models
 from tui.engine.events import PARAM_NAMES, SamplingParams
 from tui.engine.schedule import DEFAULT_POLICY, POLICIES
 from tui.gguf import GGUFError
+
+if TYPE_CHECKING:
+    from tui.engine.local import Engine
+    from tui.scenario import Scenario
 
 COMMANDS = ("chat", "ask", "models", "scenarios", "sessions", "bench")
 
@@ -155,6 +159,49 @@ def chosen_cards(args: argparse.Namespace, catalog: Catalog) -> list[ModelCard]:
 def report_problems(catalog: Catalog) -> None:
     for problem in catalog.problems:
         print(f"ladder: warning: {problem}", file=sys.stderr)
+
+
+@dataclass
+class SessionOptions:
+    """What the options of `chat` and `ask` ask for, checked: the models, the scenario,
+    the conversation settings, and the engine to run them."""
+
+    catalog: Catalog
+    cards: list[ModelCard]
+    scenarios: dict[str, Scenario]
+    scenario: Scenario | None
+    problems: list[str]  # files that could not be read, cards and scenarios alike
+    params: SamplingParams
+    model_params: dict[str, dict[str, Any]]
+    system: str
+    lineup: str | None
+    sessions_dir: Path
+    engine: Engine
+
+    @property
+    def engine_info(self) -> dict[str, Any]:
+        return {"schedule": self.engine.policy.name, "cores": self.engine.cores}
+
+
+def session_options(args: argparse.Namespace) -> SessionOptions:
+    from tui.engine.local import Engine
+    from tui.scenario import load_scenarios
+
+    catalog = load_catalog()
+    cards = chosen_cards(args, catalog)
+    scenarios, scenario_problems = load_scenarios()
+    if args.scenario and args.scenario not in scenarios:
+        raise UsageError(f"no scenario '{args.scenario}' (known: {', '.join(sorted(scenarios))}); "
+                         "see `ladder scenarios list`")
+    scenario = scenarios.get(args.scenario) if args.scenario else None
+    return SessionOptions(
+        catalog=catalog, cards=cards, scenarios=scenarios, scenario=scenario,
+        problems=catalog.problems + scenario_problems,
+        params=sampling_params(args, SamplingParams().with_changes(scenario.params) if scenario else None),
+        model_params=model_params(args, cards), system=args.system or (scenario.system if scenario else ""),
+        lineup=args.lineup or (None if args.model else "offline"), sessions_dir=paths.sessions_dir(args.sessions_dir),
+        engine=Engine(policy=args.schedule),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

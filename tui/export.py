@@ -182,7 +182,7 @@ def to_markdown(record: SessionRecord) -> str:
             out += [line for note in reply.notes for line in ("", f"📝 {_inline(note)}")]
     if scores := record.scores():
         out += ["", "## Scores", "", "| Model | Passed | Checked |", "|---|---|---|"]
-        out += [f"| {_inline(_name(card))} | {scores[card['id']][0]} | {scores[card['id']][1]} |"
+        out += [f"| {_inline(_name(card))} | {scores[card['id']].passed} | {scores[card['id']].checked} |"
                 for card in _lineup(record) if card.get("id") in scores]
     return "\n".join(out) + "\n"
 
@@ -256,7 +256,7 @@ def to_html(record: SessionRecord) -> str:
     out.append("</main>")
     if scores := record.scores():
         out.append("<h2>Scores</h2>\n<table><tr><th>Model</th><th>Passed</th><th>Checked</th></tr>" + "".join(
-            f"<tr><td>{_h(_name(card))}</td><td>{scores[card['id']][0]}</td><td>{scores[card['id']][1]}</td></tr>"
+            f"<tr><td>{_h(_name(card))}</td><td>{scores[card['id']].passed}</td><td>{scores[card['id']].checked}</td></tr>"
             for card in columns if card.get("id") in scores) + "</table>")
     return "\n".join(out) + "\n</body>\n</html>\n"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tui.checks import CheckResult
+from tui.checks import CheckResult, Score
 from tui.engine.events import Finished
 from tui.transcript import Transcript, read_transcript
 
@@ -97,14 +97,15 @@ class SessionRecord:
     def model(self, model_id: str) -> dict[str, Any]:
         return next((card for card in self.models if card.get("id") == model_id), {"id": model_id, "name": model_id})
 
-    def scores(self) -> dict[str, tuple[int, int]]:
-        """Per model: (checks passed, replies checked)."""
-        scores: dict[str, tuple[int, int]] = {}
+    def scores(self) -> dict[str, Score]:
+        """Per model: checks passed of replies checked, overall and by item variant."""
+        scores: dict[str, Score] = {}
         for turn in self.turns:
+            variant = turn.item.get("variant") if turn.item else None
             for model_id, reply in turn.replies.items():
-                if reply.check is not None:
-                    passed, checked = scores.get(model_id, (0, 0))
-                    scores[model_id] = (passed + bool(reply.check.get("passed")), checked + 1)
+                result = reply.check_result()
+                if result is not None:
+                    scores.setdefault(model_id, Score()).add(result, variant if isinstance(variant, str) else None)
         return scores
 
 

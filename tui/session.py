@@ -279,12 +279,8 @@ def resume(record: SessionRecord, models: list[Backend], scenario: Scenario | No
             session.items[turn.number] = Item.from_record(turn.item)
         for model_id, reply in turn.replies.items():
             session.conversation.replies.setdefault(model_id, {})[turn.number] = reply.text
-            result = reply.check_result()
-            if result is not None:
-                variant = turn.item.get("variant") if turn.item else None
-                session.scores.setdefault(model_id, Score()).add(result, variant)
+    session.scores = record.scores()
     session.items_asked = len(session.items)
     session.replay_of = record.header.get("replay_of")
     session.transcript = TranscriptWriter.resume(record.path, record.header)
-    session.transcript.header = record.header
     return session

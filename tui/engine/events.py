@@ -83,6 +83,7 @@ class FirstToken:
 @dataclass(frozen=True)
 class TextPiece:
     text: str
+    tokens: int = 1  # how many tokens it holds (workers send text in batches)
 
 
 Status = Literal["done", "cancelled", "error"]

@@ -101,7 +101,7 @@ class Lanes:
     def __init__(self, ctx: SpawnContext, capacity: int) -> None:
         self._lock = ctx.Lock()
         self._free = ctx.Value("i", capacity, lock=False)
-        self._capacity = ctx.Value("i", capacity, lock=False)
+        self.capacity = capacity
         self._queue = ctx.Array("i", MAX_WORKERS, lock=False)
         self._queued = ctx.Value("i", 0, lock=False)
         self._priority = ctx.Array("q", MAX_WORKERS, lock=False)  # of each waiting slot
@@ -110,7 +110,7 @@ class Lanes:
         self._wake = [ctx.Semaphore(0) for _ in range(MAX_WORKERS)]
 
     def acquire(self, slot: int, cancel: threading.Event, priority: int = DECODE, cores: int = 1) -> None:
-        cores = max(1, min(cores, self._capacity.value))
+        cores = max(1, min(cores, self.capacity))
         with self._lock:
             if self._free.value >= cores and self._queued.value == 0 and priority == DECODE:
                 self._free.value -= cores
@@ -159,7 +159,7 @@ class Lanes:
         while self._queued.value > 0:
             waiting = [self._queue[i] for i in range(self._queued.value)]
             slot = min(waiting, key=lambda s: self._priority[s])  # min() keeps the earliest of equals
-            wanted = min(self._wanted[slot], self._capacity.value)
+            wanted = self._wanted[slot]  # acquire() capped it at the capacity
             if wanted > self._free.value:
                 return
             self._dequeue(slot)

@@ -80,7 +80,8 @@ class Worker:
         self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self.cancel = threading.Event()
         self.turn_id = 0
-        self.outbox: list[str] = []  # text not sent yet
+        self.outbox: list[str] = []  # text not sent yet, and how many tokens it holds
+        self.outbox_tokens = 0
         self.sent_at = 0.0
         # llama.cpp asks this between graph nodes, so a cancel also stops a long prompt.
         # It is set only while a prompt is evaluated: a Python call per node would cost
@@ -131,21 +132,25 @@ class Worker:
             elif message["op"] == "turn":
                 self.turn_id, self.cancel = message["id"], cancels[message["id"]]
                 finished = self.turn(message["messages"], SamplingParams(**message["params"]), Plan(**message["plan"]))
-                self.emit("", final=True)
+                self.emit("", tokens=0, final=True)
                 self.send(finished)
                 del cancels[message["id"]]
 
-    def emit(self, piece: str, final: bool = False) -> None:
+    def emit(self, piece: str, tokens: int = 1, final: bool = False) -> None:
         """Send text in pieces at most every TEXT_INTERVAL seconds: per token, the fastest
         model would wake the app hundreds of times a second, taking CPU from the models."""
-        if piece:
-            self.outbox.append(piece)
+        self.outbox.append(piece)
+        self.outbox_tokens += tokens
         now = time.perf_counter()
-        if self.outbox and (final or now - self.sent_at >= TEXT_INTERVAL or self.sent_at == 0.0):
-            self.send(TextPiece("".join(self.outbox)))
+        text = "".join(self.outbox)
+        if text and (final or now - self.sent_at >= TEXT_INTERVAL or self.sent_at == 0.0):
+            self.send(TextPiece(text, self.outbox_tokens))
             self.outbox.clear()
+            self.outbox_tokens = 0
             self.sent_at = now
-        if final:
+        if final:  # the next turn starts afresh (tokens that made no text are not sent)
+            self.outbox.clear()
+            self.outbox_tokens = 0
             self.sent_at = 0.0
 
     def send(self, event: object) -> None:

@@ -164,7 +164,7 @@ class ChatScreen(Screen[None]):
         self.grid.update_switcher()
         async for event in self.session.answer(model, turn):
             if isinstance(event, TextPiece):
-                pane.live_tokens += 1
+                pane.live_tokens += event.tokens
                 view.write(event.text)
             elif isinstance(event, FirstToken):
                 pane.state = "streaming"
@@ -338,9 +338,11 @@ class ChatScreen(Screen[None]):
                 await self.add_pane(model)
         self.refresh_title()
 
-    async def action_new_session(self) -> None:
+    async def start_over(self, scenario: Scenario | None = None) -> None:
+        """A new session (in `scenario`, if given): replies stop, panes empty, a replay's
+        original panes go."""
         await self.action_cancel_all()
-        await self.session.start_over()
+        await self.session.start_over(scenario)
         for key in [key for key, pane in self.panes.items() if pane.group]:
             await self.grid.remove(key)
         for pane in self.panes.values():
@@ -348,6 +350,9 @@ class ChatScreen(Screen[None]):
             if pane.state not in ("error", "waiting", "fetching", "loading"):
                 pane.state = "ready"
         self.refresh_title()
+
+    async def action_new_session(self) -> None:
+        await self.start_over()
         self.notify("New session: history cleared; the transcript starts with the next turn")
 
     def action_scenario(self) -> None:
@@ -360,11 +365,7 @@ class ChatScreen(Screen[None]):
     async def start_scenario(self, scenario: Scenario | None) -> None:
         if scenario is None:
             return
-        await self.action_new_session()
-        await self.session.start_over(scenario)
-        for pane in self.panes.values():
-            await pane.clear()
-        self.refresh_title()
+        await self.start_over(scenario)
         self.notify(scenario.description, title=scenario.title, timeout=8)
         if scenario.first_turn:
             self.send_turn(scenario.first_turn)

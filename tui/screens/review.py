@@ -15,7 +15,6 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, Static
 
 from tui.cards import ModelCard, card_from_record
-from tui.checks import Score
 from tui.history import SessionRecord, load_record
 from tui.textsafe import safe_text
 from tui.transcript import append_event
@@ -85,14 +84,14 @@ class ReviewScreen(Screen[None]):
 
     async def on_mount(self) -> None:
         record = self.record
+        scores = record.scores()
         for card in record.models:
             pane = ModelPane(card_from_record(card))
             await self.grid.add(str(card.get("id")), pane)
             for turn in record.turns:
                 await pane.show_saved(turn.number, turn.text, turn.replies.get(str(card.get("id"))))
-            passed, checked = record.scores().get(str(card.get("id")), (0, 0))
             pane.state = "done"
-            pane.score = Score(passed, checked) if checked else None
+            pane.score = scores.get(str(card.get("id")))
             pane.refresh_header()
         scenario = record.header.get("scenario") or {}
         title = Text.assemble(("Ladder", "bold"), " · review · ", (record.id, "bold"),

@@ -176,10 +176,8 @@ class ModelPane(Vertical):
         return found.first(TurnView) if found else None
 
     async def begin(self, turn: int, prompt: str) -> TurnView:
-        view = self.turn_view(turn)
-        if view is None:
-            view = TurnView(turn, safe_text(prompt))
-            await self.turns.mount(view)
+        view = TurnView(turn, safe_text(prompt))
+        await self.turns.mount(view)
         self.state = "thinking"
         self.live_tokens, self.live_started = 0, time.perf_counter()
         self.streaming = view
