@@ -17,7 +17,7 @@ from unittest import mock
 import pytest
 
 from tui import archive, transcript
-from tui.history import SessionRecord
+from tui.history import SessionRecord, load_record
 from tui.transcript import TranscriptWriter, append_event
 
 MODELS = [{"id": "tiny-135m", "name": "Tiny", "params": 135_000_000},
@@ -61,13 +61,13 @@ def index(tmp_path: Path) -> Path:
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Path]]:
     """The transcripts the archive parses, in order."""
     reads: list[Path] = []
-    real = archive.read_session
+    real = archive.load_record
 
     def counting(path: Path) -> SessionRecord:
         reads.append(path)
         return real(path)
 
-    monkeypatch.setattr(archive, "read_session", counting)
+    monkeypatch.setattr(archive, "load_record", counting)
     yield reads
 
 
@@ -206,7 +206,7 @@ def test_damaged_transcripts_are_listed(folder: Path, index: Path) -> None:
         assert (summary.turns, summary.first_prompt) == (1, "hi"), name  # what could be read is kept
     assert summaries["newer-format"].created[:4].isdigit()  # an unreadable date: the file's time instead
     for summary in summaries.values():
-        archive.read_session(summary.path)  # does not raise either
+        load_record(summary.path)  # does not raise either
 
 
 # ---------------------------------------------------------------------------- search

@@ -11,7 +11,6 @@ time, never correctness.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import stat
@@ -22,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tui import paths
-from tui.history import SessionRecord, build_record
-from tui.transcript import Transcript, read_transcript
+from tui.history import load_record
 
 EXAMPLES = "examples"
 INDEX_NAME = "sessions-index.json"
@@ -67,49 +65,8 @@ class SearchHit:
 # ---------------------------------------------------------------------------- reading
 
 
-def read_session(path: Path) -> SessionRecord:
-    """The session in a transcript, also a damaged one: damage is listed in `.problems`.
-
-    history.build_record trusts some field types (a number where a list of cards belongs
-    makes it raise), so when it fails we leave out what has the wrong type and say so.
-    """
-    transcript = read_transcript(path)
-    try:
-        return build_record(transcript)
-    except (TypeError, ValueError, AttributeError, OverflowError):
-        pass
-    repaired = _repaired(transcript)
-    try:
-        return build_record(repaired)
-    except (TypeError, ValueError, AttributeError, OverflowError) as error:  # damage of a kind not foreseen
-        problem = f"{path.name}: cannot be read as a session ({error}); nothing shown"
-        return build_record(Transcript(path, {}, [], [*transcript.problems, problem]))
-
-
-def _repaired(transcript: Transcript) -> Transcript:
-    def card_ok(card: Any) -> bool:
-        params = card.get("params") if isinstance(card, dict) else None
-        return isinstance(card, dict) and not (isinstance(params, float) and not math.isfinite(params))
-
-    def event_ok(event: dict[str, Any]) -> bool:
-        turn, model, added = event.get("turn"), event.get("model"), event.get("added", [])
-        return ((turn is None or isinstance(turn, int)) and (model is None or isinstance(model, str))
-                and isinstance(added, list) and all(card_ok(card) for card in added))
-
-    header, problems = dict(transcript.header), list(transcript.problems)
-    models = header.get("models")
-    header["models"] = [card for card in models if card_ok(card)] if isinstance(models, list) else []
-    if header["models"] != models and models is not None:
-        problems.append(f"{transcript.path.name}: the header's models are not a list of model cards; left out")
-    events = [event for event in transcript.events if event_ok(event)]
-    if len(events) < len(transcript.events):
-        problems.append(f"{transcript.path.name}: {len(transcript.events) - len(events)} event(s) "
-                        "with fields of the wrong type; left out")
-    return Transcript(transcript.path, header, events, problems)
-
-
 def _summarise(session_id: str, path: Path, info: os.stat_result) -> SessionSummary:
-    record = read_session(path)
+    record = load_record(path)
     created = record.created if _parse_time(record.created) else _mtime_iso(info.st_mtime_ns)
     lineup = record.header.get("lineup")
     return SessionSummary(

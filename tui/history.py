@@ -125,10 +125,14 @@ def build_record(transcript: Transcript) -> SessionRecord:
     models = [card for card in _list(header.get("models")) if isinstance(card, dict)]
     settings = {key: header.get(key) for key in ("params", "model_params", "system")}
     turns: dict[int, Turn] = {}
+    wrong = 0  # events whose fields have the wrong type, left out
     for event in transcript.events:
         kind, number, model = event.get("type"), event.get("turn"), event.get("model")
         if not isinstance(number, int) or isinstance(number, bool):
+            wrong += number is not None or kind in ("user", "reply", "mark", "note")
             number = None
+        if model is not None and not isinstance(model, str):
+            wrong += 1
         if kind == "user" and number is not None and number not in turns:
             item = event.get("item")
             turns[number] = Turn(number, str(event.get("text", "")), item if isinstance(item, dict) else None)
@@ -150,6 +154,10 @@ def build_record(transcript: Transcript) -> SessionRecord:
             elif kind == "note":
                 (reply.notes if reply is not None else turns[number].notes).append(str(event.get("text", "")))
     models.sort(key=lambda card: _params(card.get("params")))
+    if wrong:
+        transcript.problems.append(f"{transcript.path.name}: {wrong} event(s) with fields of the wrong type; left out")
+    if header.get("models") is not None and not isinstance(header.get("models"), list):
+        transcript.problems.append(f"{transcript.path.name}: the header's models are not a list of model cards")
     return SessionRecord(transcript, models, [turns[n] for n in sorted(turns)], settings)
 
 

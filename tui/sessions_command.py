@@ -11,7 +11,7 @@ from tui.archive import SessionSummary
 from tui.ask import table
 from tui.cards import params_label
 from tui.cli import UsageError
-from tui.history import Reply
+from tui.history import Reply, load_record
 from tui.textsafe import safe_text
 
 PROMPT_WIDTH = 50
@@ -45,7 +45,7 @@ def _list(args: argparse.Namespace, directory: Path) -> int:
 
 def _show(args: argparse.Namespace, directory: Path) -> int:
     path = archive.resolve(directory, args.id)
-    record = archive.read_session(path)
+    record = load_record(path)
     _warn(record.problems)
     header = record.header
     print(f"session {_line(_id(path, directory))}")
@@ -103,7 +103,7 @@ def _export(args: argparse.Namespace, directory: Path) -> int:
     if kind not in EXPORTERS:
         raise UsageError(f"unknown format '{kind}' (known: {', '.join(sorted(EXPORTERS))})")
     path = archive.resolve(directory, args.id)
-    record = archive.read_session(path)
+    record = load_record(path)
     _warn(record.problems)
     text = EXPORTERS[kind](record)
     if output is None:
