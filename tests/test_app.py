@@ -24,7 +24,8 @@ LADDER = [card("big", 1_500_000_000, "Big 1.5B"), card("tiny", 100_000_000, "Tin
 
 
 def make_app(tmp_path: Path, *, delay: float = 0.0, failing: str | None = None,
-             cards: list = LADDER) -> tuple[LadderApp, dict[str, ScriptedModel]]:  # type: ignore[type-arg]
+             cards: list = LADDER, sessions_dir: Path | None = None,  # type: ignore[type-arg]
+             ) -> tuple[LadderApp, dict[str, ScriptedModel]]:
     models: dict[str, ScriptedModel] = {}
 
     def make_backend(c):  # type: ignore[no-untyped-def]
@@ -32,7 +33,7 @@ def make_app(tmp_path: Path, *, delay: float = 0.0, failing: str | None = None,
         return models[c.id]
 
     config = AppConfig(catalog=Catalog(cards={c.id: c for c in cards}), cards=cards, make_backend=make_backend,
-                       sessions_dir=tmp_path / "sessions", lineup="scripted")
+                       sessions_dir=sessions_dir or tmp_path / "sessions", lineup="scripted")
     return LadderApp(config), models
 
 
@@ -180,6 +181,30 @@ async def test_a_model_that_fails_to_load_shows_why_and_the_rest_answer(tmp_path
         assert failed.turn_view(1) is None
 
 
+async def test_an_unexpected_failure_while_loading_ends_in_that_pane_not_in_a_stuck_load(tmp_path: Path) -> None:
+    app, models = make_app(tmp_path)
+
+    async def load_that_breaks(progress=None) -> None:  # type: ignore[no-untyped-def]
+        models["mid"].state = "loading"
+        raise RuntimeError("bad value(s) in fds_to_keep")
+
+    models["mid"].load = load_that_breaks  # type: ignore[method-assign]
+    async with app.run_test(size=(200, 50)) as pilot:
+        failed = chat(app).panes["mid"]
+        for _ in range(50):
+            if failed.state == "error":
+                break
+            await pilot.pause(0.05)
+        assert failed.state == "error"
+        assert "could not start" in str(failed.turns.query(".error").first().render())
+        await send(pilot, "still there?")
+        for _ in range(50):
+            if reply_text(chat(app).panes["big"], 1):
+                break
+            await pilot.pause(0.05)
+        assert reply_text(chat(app).panes["tiny"], 1) and reply_text(chat(app).panes["big"], 1)
+
+
 async def test_model_text_cannot_reach_the_terminal_raw(tmp_path: Path) -> None:
     app, models = make_app(tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
@@ -233,7 +258,7 @@ async def test_every_action_is_in_the_palette_and_the_help(tmp_path: Path) -> No
         await pilot.pause(0.2)
         titles = {command.title for command in app.get_system_commands(app.screen)}
         assert {"Cancel all", "Cancel pane", "Zoom", "Sync scroll", "Settings", "Models", "New session",
-                "Help"} <= titles
+                "Save elsewhere", "Retry saving", "Help"} <= titles
         await pilot.press("f1")
         await pilot.pause(0.1)
         assert isinstance(app.screen, HelpScreen)

@@ -96,6 +96,7 @@ BAD_CARDS = {
     "wrong type": (minimal(params="lots"), "'params'"),
     "bool for int": (minimal(context="true"), "'context'"),
     "zero params": (minimal(params="0"), "'params'"),
+    "gpu_layers below -1": (minimal(gpu_layers="-3"), "'gpu_layers' must be -1 (all layers) or"),
     "bad id": (minimal("Has Spaces"), "'id'"),
     "bad sha256": (minimal(sha256="abc123"), "'sha256'"),
     "upper-case sha256": (minimal(sha256=SHA.upper()), "'sha256'"),
@@ -238,3 +239,37 @@ def test_select_sorts_by_params() -> None:
         "smollm2-135m-instruct", "gemma-3-270m", "smollm2-360m-instruct", "qwen2.5-0.5b-instruct",
         "smollm2-1.7b-instruct",
     ]
+
+
+def test_select_model_whose_card_file_is_broken_says_why(tmp_path: Path) -> None:
+    """`--model ID` for a card whose file could not be read names the file and the problem,
+    not just "no model card"."""
+    bad = write(tmp_path, "mine.yaml", minimal("mine", params="many"))
+    catalog = load_catalog([tmp_path])
+    with pytest.raises(SelectionError) as caught:
+        select_models(catalog, None, ["mine"])
+    assert str(caught.value) == (f"no model card 'mine': its card file could not be read ({bad}: field 'params' "
+                                 "must be a whole number, not 'many'); fix it, then see `ladder models list`")
+
+
+def test_select_model_whose_card_file_is_not_yaml_names_it_by_file_name(tmp_path: Path) -> None:
+    """When not even the id can be read, the file's name stands for it."""
+    bad = write(tmp_path, "mine.yaml", "id: mine\nname: [unclosed\n")
+    with pytest.raises(SelectionError) as caught:
+        select_models(load_catalog([tmp_path]), None, ["mine"])
+    assert str(caught.value).startswith(f"no model card 'mine': its card file could not be read ({bad}: "
+                                        "is not valid YAML at line 3")
+
+
+def test_select_lineup_whose_cards_are_all_broken_says_why(tmp_path: Path) -> None:
+    """A lineup left with no card names the broken card files, and its warning says why the card is missing."""
+    write(tmp_path, "ok.yaml", minimal("ok"))
+    bad = write(tmp_path, "mine.yaml", minimal("mine", context="-1"))
+    lineups = write(tmp_path, "lineups.yaml", "mine: [mine]\nmixed: [ok, mine]\n")
+    catalog = load_catalog([tmp_path])
+    assert f"{lineups}: lineup 'mixed': field 'models' names 'mine', whose card file could not be read; left out" \
+        in catalog.problems
+    assert [card.id for card in select_models(catalog, "mixed", [])] == ["ok"]
+    with pytest.raises(SelectionError) as caught:
+        select_models(catalog, "mine", [])
+    assert str(caught.value) == f"lineup 'mine' has no usable card: {bad}: field 'context' must be positive"

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tui.cards import load_catalog
+from tui.paths import check_sessions_folder
 
 
 def ladder(*args: str) -> subprocess.CompletedProcess[str]:
+    # No standard input: `ask` reads a piped one, and must never wait on the test runner's.
     return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=120)
+                          env=dict(os.environ), timeout=120, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture
@@ -32,6 +36,21 @@ BAD_INPUT = {
     "model-param shape": (["ask", "--model-param", "x", "hi"], "--model-param wants ID:NAME=VALUE"),
     "model-param name": (["ask", "--model-param", "gemma-3-270m:bogus=1", "hi"], "unknown sampling parameter 'bogus'"),
     "not a gguf": (["ask", "--model", "{not_gguf}", "hi"], "not a GGUF file"),
+    "temperature not a number": (["ask", "--temperature", "hot", "hi"],
+                                 "argument --temperature: invalid float value: 'hot'; see `ladder ask --help`"),
+    "seed not a number": (["ask", "--seed", "x", "hi"], "argument --seed: invalid int value: 'x'"),
+    "unknown schedule": (["ask", "--schedule", "bogus", "hi"], "argument --schedule: invalid choice: 'bogus'"),
+    "unknown option": (["ask", "--bogus", "hi"], "unrecognized arguments: --bogus; see `ladder ask --help`"),
+    "unknown option of a nested command": (["models", "list", "--all"],
+                                           "unrecognized arguments: --all; see `ladder models list --help`"),
+    "unknown command": (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
+    "missing action": (["models"], "the following arguments are required: ACTION; see `ladder models --help`"),
+    "gpu layers below -1": (["ask", "--gpu-layers", "-3", "hi"], "--gpu-layers must be -1 (all layers) or"),
+    "empty prompt": (["ask", ""], "the prompt is empty"),
+    "whitespace prompt": (["ask", " \n\t "], "the prompt is empty"),
+    "dash without stdin": (["ask", "-"], "`ladder ask -` reads the prompt from standard input"),
+    "prompt not utf-8": (["ask", "caf\udce9"], "the prompt is not valid UTF-8 (byte 0xe9 at character 4)"),
+    "system not utf-8": (["ask", "--system", "\udcff", "hi"], "--system is not valid UTF-8 (byte 0xff at character 1)"),
     "fetch unknown": (["models", "fetch", "nope"], "'nope' is neither a model card nor a lineup"),
 }
 
@@ -78,3 +97,108 @@ def test_bad_user_card_is_a_warning() -> None:
     assert result.returncode == 0
     assert result.stderr.splitlines() == [f"ladder: warning: {card}: field 'params' must be a whole number, not 'many'"]
     assert "smollm2-135m-instruct" in result.stdout
+
+
+def test_ask_for_a_card_whose_file_is_broken_says_why() -> None:
+    """`ask --model ID` and `ask --lineup NAME` for a card that did not load give the reason in one line."""
+    folder = Path(os.environ["XDG_CONFIG_HOME"]) / "ladder" / "modelcards"
+    folder.mkdir(parents=True)
+    card = folder / "mine.yaml"
+    card.write_text("id: mine\nname: Mine\nfamily: Mine\nparams: many\nquant: Q4_0\ncontext: 512\n"
+                    "sources:\n  - path: /nowhere.gguf\n")
+    (folder / "lineups.yaml").write_text("mine: [mine]\n")
+    reason = f"{card}: field 'params' must be a whole number, not 'many'"
+    by_id = ladder("ask", "--model", "mine", "hi")
+    assert by_id.returncode == 2
+    assert by_id.stderr.splitlines() == [f"ladder: no model card 'mine': its card file could not be read ({reason}); "
+                                         "fix it, then see `ladder models list`"]
+    by_lineup = ladder("ask", "--lineup", "mine", "hi")
+    assert by_lineup.returncode == 2
+    assert by_lineup.stderr.splitlines() == [f"ladder: lineup 'mine' has no usable card: {reason}"]
+
+
+def test_text_that_is_not_utf8_leaves_no_files_behind(tmp_path: Path) -> None:
+    """A prompt or system prompt with bytes that are not UTF-8 is refused before any file is written."""
+    sessions = tmp_path / "s"
+    for args in (["caf\udce9"], ["--system", "\udcff", "hi"]):
+        result = ladder("ask", "--sessions-dir", str(sessions), *args)
+        assert result.returncode == 2 and "not valid UTF-8" in result.stderr
+    assert not sessions.exists()
+    assert not (tmp_path / "data").exists()  # no scenario progress either
+
+
+# --- the sessions folder, checked before any model loads ---------------------------------------------
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts small tmpfs file systems (options as for `mount -o`), unmounted afterwards;
+    skips the test where mounting is not permitted (it needs root or CAP_SYS_ADMIN)."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        where = tmp_path / f"mount{len(mounted)}"
+        where.mkdir()
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command here")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"mounting a tmpfs is not permitted here (needs root): {result.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def refused_sessions_dir(folder: Path, command: str = "ask") -> str:
+    """Runs `command` with `folder` as the sessions folder; returns its one error line after
+    checking it was refused up front: exit 2, nothing loaded, nothing on stdout."""
+    args = [command, "--model", "smollm2-135m-instruct", "--sessions-dir", str(folder)]
+    result = ladder(*args, "hi") if command == "ask" else ladder(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()  # no "loading", no traceback
+    assert line.startswith("ladder: ") and line.endswith("; choose another with --sessions-dir")
+    return line
+
+
+@pytest.mark.parametrize("command", ["ask", "chat"])
+def test_sessions_dir_that_is_a_file_is_refused_up_front(tmp_path: Path, command: str) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("mine\n")
+    line = refused_sessions_dir(file, command)
+    assert line.startswith(f"ladder: the sessions folder {file} is a file, not a folder")
+    assert file.read_text() == "mine\n"
+
+
+def test_sessions_dir_inside_a_file_is_refused_up_front(tmp_path: Path) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("mine\n")
+    line = refused_sessions_dir(file / "sessions")
+    assert line.startswith(f"ladder: cannot create the sessions folder {file / 'sessions'}: Not a directory")
+
+
+def test_sessions_dir_on_a_read_only_file_system_is_refused_up_front(tmpfs: Callable[[str], Path]) -> None:
+    folder = tmpfs("ro,size=4m")
+    line = refused_sessions_dir(folder)
+    assert line.startswith(f"ladder: cannot write in the sessions folder {folder}: Read-only file system")
+
+
+def test_sessions_dir_on_a_full_file_system_is_refused_up_front(tmpfs: Callable[[str], Path]) -> None:
+    folder = tmpfs("size=256k")
+    with open(folder / "filler", "wb", buffering=0) as filler, pytest.raises(OSError, match="No space left"):
+        while True:
+            filler.write(b"x" * 4096)
+    line = refused_sessions_dir(folder)
+    assert line.startswith(f"ladder: the sessions folder {folder} has only 0 KB free (Ladder wants at least 1 MB)")
+    assert [path.name for path in folder.iterdir()] == ["filler"]
+
+
+def test_missing_sessions_dir_is_created_owner_only(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "sessions"
+    check_sessions_folder(folder)
+    assert folder.is_dir() and oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert list(folder.iterdir()) == []  # the write check cleans up after itself

@@ -6,11 +6,13 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tui import store
 from tui.cards import ModelCard, Source, load_catalog
 from tui.engine.base import ModelLoadError
 from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece, TurnRequest
@@ -32,6 +34,18 @@ def user(text: str) -> list[dict[str, str]]:
 
 async def collect(model: LocalModel, request: TurnRequest) -> list[object]:
     return [event async for event in model.turn(request)]
+
+
+async def collect_rest(stream: AsyncIterator[object]) -> list[object]:
+    return [event async for event in stream]
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition, polling; fails the test if it does not hold within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for a condition"
+        await asyncio.sleep(0.02)
 
 
 async def loaded(engine: Engine, card: ModelCard) -> LocalModel:
@@ -149,15 +163,21 @@ async def test_killing_one_worker_leaves_the_other_answering(smol: ModelCard) ->
         request = TurnRequest(user("Write a long poem about the sea."),
                               SamplingParams(temperature=0.0, max_tokens=64, seed=1))
         victim_stream, survivor_task = victim.turn(request), asyncio.create_task(collect(survivor, request))
+        streamed = []
         async for event in victim_stream:
             if isinstance(event, TextPiece):
+                streamed.append(event)
                 break
         assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
         rest = [event async for event in victim_stream]
+        streamed += [event for event in rest if isinstance(event, TextPiece)]
         failed = rest[-1]
         assert isinstance(failed, Finished) and failed.status == "error"
         assert "SIGKILL" in (failed.error or "") and "other models are unaffected" in (failed.error or "")
+        # The reply keeps what was streamed before the kill: its text and the tokens it holds.
+        assert failed.text == "".join(piece.text for piece in streamed).strip() and failed.text
+        assert failed.completion_tokens == sum(piece.tokens for piece in streamed) > 0
         assert victim.state == "error"
         survived = (await survivor_task)[-1]
         assert survived.status == "done" and survived.completion_tokens == 64
@@ -171,14 +191,55 @@ async def test_killing_one_worker_leaves_the_other_answering(smol: ModelCard) ->
 async def test_a_bad_file_fails_only_that_model(smol: ModelCard, tmp_path: Path) -> None:
     bad_file = tmp_path / "broken.gguf"
     bad_file.write_bytes(b"GGUF" + os.urandom(4096))
-    broken = replace(smol, id="broken", size=None, sha256="0" * 64, sources=(Source(path=str(bad_file)),))
+    broken = replace(smol, id="broken", size=None, sha256=None, sources=(Source(path=str(bad_file)),))
     engine = Engine()
     try:
         good = await loaded(engine, smol)
+        broken_model = engine.model(broken)
         with pytest.raises(ModelLoadError, match="could not load"):
-            await loaded(engine, broken)
+            await broken_model.load()
+        # The worker exits after saying why; its exit does not replace the reason with "exit code 0".
+        await until(lambda: broken_model._slot is None)  # the exit is handled: its slot is given back
+        assert broken_model.state == "error" and broken_model.error.startswith("could not load")
         events = await collect(good, TurnRequest(user("Hi"), GREEDY))
         assert events[-1].status == "done"
+    finally:
+        await engine.close()
+
+
+async def test_a_file_with_another_sha256_fails_to_load_before_its_worker_starts(smol: ModelCard) -> None:
+    """A card's sha256 is checked at load for a `path:` file too (and a wrong one names both hashes)."""
+    path = store.ensure_file(smol)
+    wrong = replace(smol, id="smollm2-wrong-hash", sha256="0" * 64, sources=(Source(path=str(path)),))
+    engine = Engine()
+    try:
+        model = engine.model(wrong)
+        with pytest.raises(ModelLoadError) as caught:
+            await model.load()
+        message = str(caught.value)
+        assert str(path) in message and "0" * 64 in message and smol.sha256 in message
+        assert "ladder models verify smollm2-wrong-hash" in message
+        assert model.state == "error" and model.pid is None and model._process is None  # no worker was started
+    finally:
+        await engine.close()
+
+
+async def test_a_worker_killed_by_an_unnamed_signal_is_reported(smol: ModelCard) -> None:
+    """A real-time signal has no name: the reply says "signal N" and the exit is handled as any other."""
+    engine = Engine()
+    try:
+        model = await loaded(engine, smol)
+        stream = model.turn(TurnRequest(user("Write a long poem about the sea."),
+                                        SamplingParams(temperature=0.0, max_tokens=500, seed=1)))
+        async for event in stream:
+            if isinstance(event, TextPiece):
+                break
+        unnamed = signal.SIGRTMIN + 6
+        os.kill(model.pid, unnamed)
+        failed = (await asyncio.wait_for(collect_rest(stream), 10))[-1]
+        assert isinstance(failed, Finished) and failed.status == "error"
+        assert f"killed (signal {unnamed})" in failed.error
+        assert model.state == "error" and f"signal {unnamed}" in model.error
     finally:
         await engine.close()
 

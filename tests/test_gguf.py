@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tui.gguf import GGUFError, GGUFInfo, read_gguf_info
+from tui.gguf import MAX_STRING, GGUFError, GGUFInfo, read_gguf_info
 
 # --- tiny GGUF writer (little-endian, v2/v3 share the same layout) -------------------------------
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
@@ -155,6 +155,17 @@ def test_bad_files_raise(tmp_path: Path, data: bytes, message: str) -> None:
     with pytest.raises(GGUFError, match=message) as exc:
         read_gguf_info(path)
     assert str(path) in str(exc.value)
+
+
+def test_a_string_longer_than_the_cap_is_refused_not_copied(tmp_path: Path) -> None:
+    """A string value is read up to MAX_STRING bytes; a longer one, even if the file holds it, is an error
+    naming the file and the length, not a copy of that much of the file into memory."""
+    longest = build_gguf([("tokenizer.chat_template", STR, "x" * MAX_STRING)], [])
+    assert read_gguf_info(_write(tmp_path, longest, "longest.gguf")).chat_template == "x" * MAX_STRING
+    too_long = build_gguf([("tokenizer.chat_template", STR, "x" * (MAX_STRING + 1))], [])
+    path = _write(tmp_path, too_long, "too-long.gguf")
+    with pytest.raises(GGUFError, match=f"too-long.gguf: .*a string of {MAX_STRING + 1} bytes"):
+        read_gguf_info(path)
 
 
 def test_missing_file_and_directory_raise(tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def test_a_scenario_run_records_check_results(scenario_id: str, tmp_path: Path) 
     result = subprocess.run(
         [sys.executable, "-m", "tui.cli", "ask", "--scenario", scenario_id, "--items", "2", "--model",
          "smollm2-135m-instruct", "--max-tokens", "24", "--sessions-dir", str(tmp_path)],
-        capture_output=True, text=True, env=os.environ, timeout=300)
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=os.environ, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "scores" in result.stdout and "check" in result.stdout
     transcript = next(tmp_path.glob(f"*-{scenario_id}.jsonl"))

@@ -5,12 +5,15 @@ resume it, replay it to other models; and resume with the real SmolLM2 model."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
+from textual import events
 from textual.widgets import DataTable, Input
 
 from scripted import ScriptedModel, card
+from tui import archive
 from tui.app import AppConfig, LadderApp
 from tui.cards import Catalog, load_catalog
 from tui.engine.events import SamplingParams
@@ -191,3 +194,100 @@ async def test_resume_with_the_real_model_remembers_a_fact_from_turn_one(tmp_pat
     # uses the fact from it.
     assert second.event["prompt_tokens"] > 40
     assert "zorblax" in second.text.lower()
+
+
+async def wait_for(pilot, condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("timed out waiting for a condition")
+
+
+def type_at_once(app: LadderApp, keys: list[str]) -> None:
+    """Keys as a terminal delivers typed-ahead or pasted keys: all queued before any is handled
+    (the pilot's `press` waits for each key to be handled before sending the next)."""
+    for key in keys:
+        app.post_message(events.Key(key, key if len(key) == 1 else "\r" if key == "enter" else None))
+
+
+@pytest.mark.parametrize("held", [None, "search", "list_sessions"])
+async def test_down_and_enter_right_after_typing_a_search_open_the_match(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: str | None) -> None:
+    """A word, ↓ and Enter typed at once used to open nothing or the wrong session: ↓ moved
+    the focus to the list only later, so Enter reached the search box; and Enter acted on the
+    list still showing (the whole list: the newest session opened) or on none (an empty table
+    drops Enter). Here the folder is read only once the keys are in, as with a large folder:
+    held at the search (the whole list is showing) or at every listing (the table is empty)."""
+    await record_sessions(tmp_path)
+    reading, release = threading.Event(), threading.Event()
+    if held:
+        real = getattr(archive, held)
+
+        def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+            reading.set()
+            release.wait(10)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(archive, held, slow)
+    app, _ = make_app(tmp_path)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+o")
+        sessions = app.screen
+        assert isinstance(sessions, SessionsScreen)
+        table = sessions.query_one(DataTable)
+        await wait_for(pilot, lambda: reading.is_set() if held == "list_sessions" else table.row_count == 2)
+        type_at_once(app, [*"platypus", "down", "enter"])
+        if held:
+            await wait_for(pilot, lambda: sessions.query_one("#query", Input).value == "platypus" and reading.is_set())
+            await pilot.pause()  # the keys and what they started are handled
+            assert app.screen is sessions  # nothing opened from the list of another query
+            release.set()
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+        review = app.screen
+        assert isinstance(review, ReviewScreen)
+        await wait_for(pilot, lambda: "big" in review.grid.panes and review.grid.panes["big"].last is not None)
+        assert "platypus" in review.grid.panes["big"].turn_view(1).reply.source  # type: ignore[union-attr]
+
+
+async def test_a_late_result_for_an_older_query_does_not_replace_the_list_for_the_current_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each keystroke starts a search in a thread, and a cancelled thread still delivers its
+    result: the search for "e" (both sessions) ends after the one for "platypus" (one)."""
+    await record_sessions(tmp_path)
+    older_started, older = threading.Event(), threading.Event()
+    real_search = archive.search
+
+    def search(directory, text, **filters):  # type: ignore[no-untyped-def]
+        if text == "e":
+            older_started.set()
+            older.wait(10)
+        return real_search(directory, text, **filters)
+
+    delivered: list[object] = []
+    real_show_rows = SessionsScreen.show_rows
+
+    def show_rows(self, *args):  # type: ignore[no-untyped-def]
+        delivered.append(args)
+        return real_show_rows(self, *args)
+
+    monkeypatch.setattr(archive, "search", search)
+    monkeypatch.setattr(SessionsScreen, "show_rows", show_rows)
+    app, _ = make_app(tmp_path)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+o")
+        sessions = app.screen
+        assert isinstance(sessions, SessionsScreen)
+        table = sessions.query_one(DataTable)
+        await wait_for(pilot, lambda: len(delivered) == 1 and table.row_count == 2)  # the whole list
+        query = sessions.query_one("#query", Input)
+        query.value = "e"
+        await wait_for(pilot, older_started.is_set)
+        query.value = "platypus"
+        await wait_for(pilot, lambda: len(delivered) == 2 and table.row_count == 1)
+        older.set()
+        await wait_for(pilot, lambda: len(delivered) == 3)  # the late result for "e" has come in
+        assert sessions.ids == [next((tmp_path / "sessions").glob("*odd-animal*")).stem]
+        assert "platypus" in str(sessions.query_one("#preview").render())

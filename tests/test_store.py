@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,40 @@ def test_verify_rehashes_a_file_changed_in_place(tmp_path: Path) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(ModelUnavailable, match="damaged"):
         store.verify(card)
+
+
+def test_local_file_with_another_sha256_is_refused_before_use(tmp_path: Path) -> None:
+    """A `path:` file whose hash is not the card's is refused, naming the file, both hashes and
+    what to do; a matching one is used, and its remembered hash spares reading it again."""
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"a" * 1000)
+    with pytest.raises(ModelUnavailable) as caught:
+        store.ensure_file(make_card([{"path": str(path)}], sha256=sha(b"other")))
+    message = str(caught.value)
+    assert str(path) in message and sha(b"a" * 1000) in message and sha(b"other") in message
+    assert "correct the sha256 in the card" in message and "ladder models verify test-model" in message
+
+    card = make_card([{"path": str(path)}], sha256=sha(b"a" * 1000))
+    assert store.ensure_file(card) == path
+    stat = path.stat()
+    path.write_bytes(b"b" * 1000)  # same size, mtime put back: only the remembered hash gives the old one
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert store.ensure_file(card) == path
+
+
+def test_whole_pypi_file_with_another_sha256_is_refused(site: Path) -> None:
+    """A whole file inside a package, of the right size but another hash, is refused with the
+    package to reinstall; it does not fall through to the card's other sources."""
+    data = os.urandom(20_000)
+    install(site, "fake-whole", {"fake_whole/model.gguf": data})
+    card = make_card([{"pypi": {"package": "fake-whole", "file": "fake_whole/model.gguf"}}, {"path": "/nowhere.gguf"}],
+                     size=len(data), sha256=sha(b"other"))
+    with pytest.raises(ModelUnavailable) as caught:
+        store.ensure_file(card)
+    message = str(caught.value)
+    assert str(site / "fake_whole" / "model.gguf") in message and sha(data) in message and sha(b"other") in message
+    assert "pip install --force-reinstall fake-whole" in message
+    assert store.ensure_file(replace(card, sha256=sha(data))) == site / "fake_whole" / "model.gguf"
 
 
 def test_file_sha256_is_remembered(tmp_path: Path) -> None:

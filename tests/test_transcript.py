@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import stat
 import subprocess
@@ -11,7 +13,10 @@ import textwrap
 from datetime import datetime
 from pathlib import Path
 
-from tui.transcript import FORMAT_VERSION, TranscriptWriter, read_transcript
+import pytest
+
+from tui import transcript as transcript_module
+from tui.transcript import FORMAT_VERSION, TranscriptError, TranscriptWriter, read_transcript
 
 EVENTS = [
     {"type": "user", "text": "Why is the sky blue? Explain ☀️ 简单地"},
@@ -151,3 +156,84 @@ def test_two_writers_in_the_same_second(tmp_path: Path) -> None:
             break
     assert second.name == first.name.replace(".jsonl", "-2.jsonl")
     assert len(lines_of(first)) == len(lines_of(second)) == 2
+
+
+def test_sessions_folder_is_created_owner_only_and_an_existing_one_is_left_as_it_is(tmp_path: Path) -> None:
+    """Transcripts are private: a new sessions folder is 0700 like its 0600 files; a folder the
+    user already had keeps its mode."""
+    write_session(tmp_path / "new")
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    (tmp_path / "shared").mkdir(mode=0o755)
+    os.chmod(tmp_path / "shared", 0o755)
+    write_session(tmp_path / "shared")
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o755
+
+
+def test_close_syncs_the_file_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ended session is on the disk, not only in the page cache: close() fsyncs the open file."""
+    writer = TranscriptWriter(tmp_path, {})
+    writer.write(EVENTS[0])
+    assert writer._file is not None
+    descriptor = writer._file.fileno()
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(transcript_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    writer.close()
+    assert synced == [descriptor]
+
+
+def test_a_write_after_close_is_an_error_and_creates_no_file(tmp_path: Path) -> None:
+    """A late event for a closed transcript (a reply ending after a new session began) must not
+    silently start a new, headless file."""
+    writer = TranscriptWriter(tmp_path / "sessions", {"lineup": "offline"})
+    writer.close()
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(EVENTS[1])
+    assert not (tmp_path / "sessions").exists()
+
+
+class FillingUpFile:
+    """The transcript's file on a disk that fills up during the next write: the kernel takes
+    part of it, then refuses the rest (ENOSPC), as a real full disk does."""
+
+    def __init__(self, file) -> None:  # type: ignore[no-untyped-def]
+        self.file = file
+        self.full = True
+        self.calls = 0
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if not self.full:
+            return self.file.write(data)
+        if self.calls == 1:
+            return self.file.write(bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def test_a_write_that_fails_part_way_is_cut_back_off_and_kept_for_later(tmp_path: Path) -> None:
+    """A full disk mid-write: no cut line is left, the error names the file and the reason,
+    the event waits in memory and is written, in order, with the next one once space returns."""
+    writer = TranscriptWriter(tmp_path, {})
+    writer.write(EVENTS[0])
+    assert writer.path is not None and writer._file is not None
+    before = writer.path.read_bytes()
+    writer._file = failing = FillingUpFile(writer._file)
+    with pytest.raises(TranscriptError) as raised:
+        writer.write(EVENTS[1])
+    assert str(raised.value) == f"cannot save to {writer.path}: No space left on device"
+    assert failing.calls == 2  # it did write half a line, which was then cut off
+    assert writer.path.read_bytes() == before
+    assert writer.failure is not None and [e["text"] for e in writer.pending] == [EVENTS[1]["text"]]
+    failing.full = False
+    writer.write(EVENTS[2])
+    assert writer.failure is None and writer.pending == []
+    writer.close()
+    transcript = read_transcript(writer.path)
+    assert transcript.problems == []
+    assert [e["type"] for e in transcript.events] == ["user", "reply", "settings"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +19,8 @@ from tui.engine.events import SamplingParams
 from tui.history import SessionRecord
 from tui.scenario import Scenario
 from tui.session import Session
+from tui.textsafe import safe_text
+from tui.transcript import TranscriptError, TranscriptWriter
 
 MakeBackend = Callable[[ModelCard], Backend]
 
@@ -49,12 +53,14 @@ class LadderApp(App[None]):
             params=config.params, model_params=config.model_params, system=config.system,
             lineup=config.lineup, engine_info=config.engine_info, scenario=config.scenario,
         )
+        self.unsaved_on_exit: str | None = None  # what could not be saved, said after the app has closed
+        self._warned_unsaved: tuple[TranscriptWriter, int, str] | None = None  # what `may_leave` said last
 
     def on_mount(self) -> None:
         from tui.screens.chat import ChatScreen
 
         for problem in self.config.problems:
-            self.notify(problem, title="Could not read a file", severity="warning", timeout=10)
+            self.notify(problem, title="Could not read a file", severity="warning", timeout=10, markup=False)
         self.push_screen(ChatScreen())
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
@@ -63,8 +69,29 @@ class LadderApp(App[None]):
         if commands:
             yield from commands()
 
+    def may_leave(self, again: str) -> bool:
+        """Whether the current session may be left (a new one, another one, quitting): yes
+        when all of it is saved, or when asked `again` after being told what is not."""
+        writer = self.session.transcript
+        unsaved = len(writer.pending)
+        if not unsaved or self._warned_unsaved == (writer, unsaved, again):
+            return True
+        self._warned_unsaved = (writer, unsaved, again)
+        self.notify(f"{unsaved} event(s) of this session are not saved ({writer.failure}). Ctrl+S saves them in "
+                    f"another folder; {again} without them.", title="Not saved", severity="error", timeout=15,
+                    markup=False)
+        return False
+
+    async def action_quit(self) -> None:
+        if self.may_leave("Ctrl+Q again quits"):
+            self.exit()
+
     async def on_unmount(self) -> None:
-        await self.session.close()
+        try:
+            await self.session.close()
+        except TranscriptError as error:
+            count = len(self.session.transcript.pending)
+            self.unsaved_on_exit = f"{count} event(s) of this session were not saved: {error}" if count else str(error)
 
     def cards_for(self, record: SessionRecord) -> tuple[list[ModelCard], list[str]]:
         """The cards of a saved session's models that are still known, and the ids that are not."""
@@ -93,7 +120,8 @@ class LadderApp(App[None]):
                 await model.close()
             else:
                 await model.reset()
-        old.transcript.close()
+        with contextlib.suppress(TranscriptError):  # the caller asked `may_leave` first
+            old.end_transcript()
         self.session = make([kept.get(card.id) or self.config.make_backend(card) for card in cards])
         while len(self.screen_stack) > 2:  # Textual's default screen, then the chat screen
             await self.pop_screen()
@@ -105,18 +133,23 @@ class LadderApp(App[None]):
 
         cards, missing = self.cards_for(record)
         if not cards:
-            self.notify(f"None of this session's models is available ({', '.join(missing)})", severity="error")
+            self.notify(f"None of this session's models is available ({', '.join(missing)})", severity="error",
+                        markup=False)
+            return
+        if not self.may_leave("resume again to leave it"):
             return
         scenario = self.config.scenarios.get(record.scenario_id or "")
         await self.switch_session(cards, lambda models: resume(record, models, scenario, self.config.engine_info),
                                   ChatScreen(resumed=record))
         for model_id in missing:
-            self.notify(f"{model_id} is no longer available; resuming without it", severity="warning")
-            self.session.transcript.write({"type": "models", "added": [], "removed": [model_id]})
+            self.notify(f"{model_id} is no longer available; resuming without it", severity="warning", markup=False)
+            self.session.save({"type": "models", "added": [], "removed": [model_id]})
 
     async def replay(self, record: SessionRecord, cards: list[ModelCard]) -> None:
         from tui.screens.chat import ChatScreen
 
+        if not self.may_leave("replay again to leave it"):
+            return
         scenario = self.config.scenarios.get(record.scenario_id or "")
         header = record.header
         try:
@@ -144,5 +177,9 @@ def run_app(args: argparse.Namespace) -> int:
         model_params=options.model_params, system=options.system, engine_info=options.engine_info,
         scenarios=options.scenarios, scenario=options.scenario, problems=options.problems,
     )
-    LadderApp(config).run()
+    app = LadderApp(config)
+    app.run()
+    if app.unsaved_on_exit:
+        print(f"ladder: {safe_text(app.unsaved_on_exit)}", file=sys.stderr)
+        return 1
     return 0

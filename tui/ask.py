@@ -5,21 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
+import stat
 import sys
 import textwrap
 from dataclasses import asdict
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from tui import paths
 from tui.checks import CheckResult, Item
-from tui.cli import UsageError, session_options
+from tui.cli import UsageError, check_utf8, session_options
 from tui.engine.base import Backend
 from tui.engine.events import Finished, Notice, TextPiece, TurnEvent
 from tui.scenario import Scenario
 from tui.session import Checked, Session
 from tui.textsafe import safe_text
+from tui.transcript import TranscriptError
 
 
 class LabelledLines:
@@ -27,6 +30,7 @@ class LabelledLines:
     (wrapped) line at a time, prefixed with the model's name."""
 
     def __init__(self, labels: dict[str, str], out: TextIO) -> None:
+        labels = {key: safe_text(label) for key, label in labels.items()}  # names can come from a GGUF file
         width = max(map(len, labels.values()))
         self.labels = {key: label.ljust(width) for key, label in labels.items()}
         self.out = out
@@ -65,7 +69,9 @@ def _json_line(model: Backend, event: TurnEvent | Checked, out: TextIO) -> None:
 
 
 def table(rows: list[tuple[str, ...]]) -> str:
-    """Rows as aligned columns; columns of numbers are right-aligned."""
+    """Rows as aligned columns; columns of numbers are right-aligned. Cells are made safe:
+    names come from GGUF files, finish reasons and check reasons from models."""
+    rows = [tuple(safe_text(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     numeric = [all(cell[:1].isdigit() or cell == "-" for cell in column[1:]) for column in zip(*rows)]
     rendered = ["  ".join(cell.rjust(w) if right else cell.ljust(w) for cell, w, right in zip(row, widths, numeric))
@@ -111,16 +117,63 @@ def _progress_printer() -> Any:
         if shown.get(what) != percent and sys.stderr.isatty():
             shown[what] = percent
             end = "\n" if done >= total else ""
-            print(f"\r{what}: {percent}% of {total / 1e6:.0f} MB", end=end, file=sys.stderr, flush=True)
+            print(f"\r{safe_text(what)}: {percent}% of {total / 1e6:.0f} MB", end=end, file=sys.stderr, flush=True)
 
     return progress
 
 
-def _turns(args: argparse.Namespace, scenario: Scenario | None, session: Session) -> list[tuple[str, Item | None]]:
+STDIN_LIMIT = 1_000_000  # bytes of prompt text from standard input; a redirected big file fails fast
+
+
+def piped_stdin() -> BinaryIO | None:
+    """Standard input when text is piped or redirected into it (a pipe or a file); None for a
+    terminal, /dev/null or no standard input at all (under pytest, `fileno()` raises)."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, ValueError, OSError):
+        return None
+    return sys.stdin.buffer if stat.S_ISFIFO(mode) or stat.S_ISREG(mode) else None
+
+
+def _read_stdin(stream: BinaryIO) -> str:
+    data = stream.read(STDIN_LIMIT + 1)
+    if len(data) > STDIN_LIMIT:
+        raise UsageError(f"standard input is longer than the {STDIN_LIMIT // 1_000_000} MB a prompt may be; "
+                         "give a shorter text")
+    try:
+        return data.decode("utf-8").rstrip()
+    except UnicodeDecodeError as error:
+        raise UsageError(f"standard input is not valid UTF-8 (byte 0x{data[error.start]:02x} at offset "
+                         f"{error.start}); convert it first, e.g. with iconv") from None
+
+
+def prompt_text(args: argparse.Namespace) -> str | None:
+    """The user turn, as `llm` takes it: the prompt argument; standard input, for `-` or when
+    no prompt is given; or both, the argument, a blank line, then standard input. None: no
+    prompt (a scenario's next items). Checked here, before anything is loaded or written."""
+    prompt: str | None = args.prompt
+    if prompt is not None:
+        check_utf8(prompt, "the prompt")
+    stream = piped_stdin()
+    if prompt == "-":
+        if stream is None:
+            raise UsageError("`ladder ask -` reads the prompt from standard input, but nothing is piped into it")
+        prompt = _read_stdin(stream)
+    elif stream is not None:
+        piped = _read_stdin(stream)
+        if piped.strip():
+            prompt = piped if prompt is None else f"{prompt}\n\n{piped}"
+    if prompt is not None and not prompt.strip():
+        raise UsageError("the prompt is empty; give some text")
+    return prompt
+
+
+def _turns(prompt: str | None, args: argparse.Namespace, scenario: Scenario | None,
+           session: Session) -> list[tuple[str, Item | None]]:
     """What to send: the scenario's opening message, then the prompt or its next items."""
     turns: list[tuple[str, Item | None]] = [(scenario.first_turn, None)] if scenario and scenario.first_turn else []
-    if args.prompt:
-        return turns + [(args.prompt, None)]
+    if prompt is not None:
+        return turns + [(prompt, None)]
     if scenario is None or not scenario.has_items:
         raise UsageError("give a prompt" + (f" (scenario '{scenario.id}' has no items)" if scenario else ""))
     progress = ScenarioProgress()
@@ -154,40 +207,86 @@ class ScenarioProgress:
         self.path.write_text(json.dumps(self.data, indent=1))
 
 
-async def _ask(args: argparse.Namespace) -> int:
+class Interrupts:
+    """Ctrl+C. While the models load, or a second time, it stops the run at once; during a turn
+    the first one cancels the replies in flight (saved as cancelled) and the run ends after them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.task = asyncio.current_task()
+        self.session: Session | None = None  # set when the turns start: from then on a turn can be cancelled
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.session is not None and self.count == 1:
+            asyncio.ensure_future(self.session.cancel())
+        elif self.task is not None:
+            self.task.cancel()
+
+
+async def _ask(args: argparse.Namespace, prompt: str | None) -> int:
+    interrupts = Interrupts()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, interrupts)
+    try:
+        return await _ask_and_print(args, prompt, interrupts)
+    except asyncio.CancelledError:
+        if not interrupts.count:
+            raise
+        print("ladder: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _ask_and_print(args: argparse.Namespace, prompt: str | None, interrupts: Interrupts) -> int:
     options = session_options(args)
     for problem in options.problems:
-        print(f"ladder: warning: {problem}", file=sys.stderr)
-    cards, scenario = options.cards, options.scenario
+        print(safe_text(f"ladder: warning: {problem}"), file=sys.stderr)
+    scenario = options.scenario
     session = Session(
-        [options.engine.model(card) for card in cards], sessions_dir=options.sessions_dir, params=options.params,
-        model_params=options.model_params, lineup=options.lineup, system=options.system, scenario=scenario,
-        engine_info=options.engine_info,
+        [options.engine.model(card) for card in options.cards], sessions_dir=options.sessions_dir,
+        params=options.params, model_params=options.model_params, lineup=options.lineup, system=options.system,
+        scenario=scenario, engine_info=options.engine_info,
     )
-    turns = _turns(args, scenario, session)
-    out = sys.stdout
+    turns = _turns(prompt, args, scenario, session)
+    saved = False
     try:
-        if not args.json:
-            print(f"loading {len(cards)} model(s)…", file=sys.stderr, flush=True)
-        failed = await session.load(_progress_printer())
-        for model_id, error in failed.items():
-            print(f"ladder: {model_id}: {error}", file=sys.stderr)
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, lambda: asyncio.ensure_future(session.cancel()))
-        all_answered = True
-        for number, (text, item) in enumerate(turns, start=1):
-            if not args.json and len(turns) > 1:
-                print(f"\n── turn {number} of {len(turns)}: {safe_text(text)}", file=out)
-            all_answered &= await _one_turn(session, text, item, args, out)
-        loop.remove_signal_handler(signal.SIGINT)
-        if session.scores and not args.json:
-            print("\nscores\n" + score_table(session), file=out)
-        where = session.transcript.path
-        if where:
-            print(f"transcript: {where}", file=sys.stderr if args.json else out)
-        return 0 if all_answered else 1
+        code = await _load_and_ask(session, turns, args, interrupts)
     finally:
-        await session.close()
+        try:
+            await session.close()
+            saved = True
+        except TranscriptError as error:  # the disk filled up during the run: the replies were printed, not all saved
+            print(safe_text(f"ladder: {error}"), file=sys.stderr)
+    return 1 if code == 0 and not saved else code
+
+
+async def _load_and_ask(session: Session, turns: list[tuple[str, Item | None]], args: argparse.Namespace,
+                        interrupts: Interrupts) -> int:
+    out = sys.stdout
+    if not args.json:
+        print(f"loading {len(session.models)} model(s)…", file=sys.stderr, flush=True)
+    failed = await session.load(_progress_printer())
+    for model_id, error in failed.items():
+        print(safe_text(f"ladder: {model_id}: {error}"), file=sys.stderr)
+    interrupts.session = session
+    all_answered = True
+    for number, (text, item) in enumerate(turns, start=1):
+        if interrupts.count:
+            break
+        if not args.json and len(turns) > 1:
+            print(f"\n── turn {number} of {len(turns)}: {safe_text(text)}", file=out)
+        all_answered &= await _one_turn(session, text, item, args, out)
+    if session.scores and not args.json:
+        print("\nscores\n" + score_table(session), file=out)
+    where = session.transcript.path
+    if where:
+        print(safe_text(f"transcript: {where}"), file=sys.stderr if args.json else out)
+    if interrupts.count:
+        print("ladder: interrupted; replies cut short are saved as cancelled", file=sys.stderr)
+        return 130
+    return 0 if all_answered else 1
 
 
 async def _one_turn(session: Session, text: str, item: Item | None, args: argparse.Namespace, out: TextIO) -> bool:
@@ -221,4 +320,6 @@ async def _one_turn(session: Session, text: str, item: Item | None, args: argpar
 
 
 def run_ask(args: argparse.Namespace) -> int:
-    return asyncio.run(_ask(args))
+    # Standard input is read before the event loop takes over Ctrl+C, which could not stop a blocking read.
+    prompt = prompt_text(args)
+    return asyncio.run(_ask(args, prompt))

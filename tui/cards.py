@@ -96,6 +96,10 @@ class Catalog:
     cards: dict[str, ModelCard] = field(default_factory=dict)
     lineups: dict[str, Lineup] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # one line each, shown to the user
+    # Why a card or lineup the user may ask for is missing: the problem with its file, by card id
+    # (or file name, when the id cannot be read) and by lineup name.
+    unreadable_cards: dict[str, str] = field(default_factory=dict)
+    unusable_lineups: dict[str, str] = field(default_factory=dict)
 
 
 class CardError(ValueError):
@@ -227,6 +231,8 @@ def parse_card(data: Any, origin: str) -> ModelCard:
     for name in ("params", "context"):
         if getattr(card, name) <= 0:
             raise CardError(f"field '{name}' must be positive")
+    if card.gpu_layers < -1:
+        raise CardError("field 'gpu_layers' must be -1 (all layers) or a number of layers, 0 or more")
     return card
 
 
@@ -255,9 +261,14 @@ def _parse_lineups(data: Any, origin: str, catalog: Catalog) -> None:
             continue
         known = [m for m in models if m in catalog.cards]
         for missing in (m for m in models if m not in catalog.cards):
-            catalog.problems.append(f"{where}: field 'models' names '{missing}', which has no card; left out")
+            why = "whose card file could not be read" if missing in catalog.unreadable_cards else "which has no card"
+            catalog.problems.append(f"{where}: field 'models' names '{missing}', {why}; left out")
         if known:
             catalog.lineups[str(name)] = Lineup(str(name), tuple(known), str(body.get("description", "")))
+            catalog.unusable_lineups.pop(str(name), None)
+        else:
+            catalog.unusable_lineups[str(name)] = "; ".join(
+                catalog.unreadable_cards.get(m, f"'{m}' has no card") for m in models)
 
 
 def _card_files(folder: Path) -> list[Path]:
@@ -278,10 +289,14 @@ def load_catalog(folders: list[Path] | None = None) -> Catalog:
     catalog = Catalog()
     for folder in folders:
         for path in _card_files(folder):
+            data = None
             try:
-                card = parse_card(_load_yaml(path), str(path))
+                data = _load_yaml(path)
+                card = parse_card(data, str(path))
             except CardError as error:
                 catalog.problems.append(f"{path}: {error}")
+                card_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else path.stem
+                catalog.unreadable_cards[card_id] = f"{path}: {error}"
                 continue
             catalog.cards[card.id] = card
     for folder in folders:
@@ -344,6 +359,8 @@ def select_models(catalog: Catalog, lineup: str | None, models: list[str]) -> li
     chosen: dict[str, ModelCard] = {}
     if lineup or not models:
         name = lineup or "offline"
+        if name not in catalog.lineups and name in catalog.unusable_lineups:
+            raise SelectionError(f"lineup '{name}' has no usable card: {catalog.unusable_lineups[name]}")
         if name not in catalog.lineups:
             known = ", ".join(sorted(catalog.lineups)) or "none"
             raise SelectionError(f"no lineup named '{name}' (known: {known}); see `ladder models list`")
@@ -356,6 +373,9 @@ def select_models(catalog: Catalog, lineup: str | None, models: list[str]) -> li
             card = card_from_gguf(Path(spec).expanduser().resolve())
             if card.id in catalog.cards or card.id in chosen:  # a file named like a card is still itself
                 card = replace(card, id=f"{card.id}-file-{hashlib.sha1(card.origin.encode()).hexdigest()[:6]}")
+        elif spec in catalog.unreadable_cards:
+            raise SelectionError(f"no model card '{spec}': its card file could not be read "
+                                 f"({catalog.unreadable_cards[spec]}); fix it, then see `ladder models list`")
         elif spec.endswith(".gguf"):
             raise SelectionError(f"no such file: {spec}")
         else:

@@ -8,13 +8,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tui import __version__, paths
 from tui.cards import Catalog, ModelCard, SelectionError, load_catalog, select_models
 from tui.engine.events import PARAM_NAMES, SamplingParams
 from tui.engine.schedule import DEFAULT_POLICY, POLICIES
 from tui.gguf import GGUFError
+from tui.textsafe import safe_text
 
 if TYPE_CHECKING:
     from tui.engine.local import Engine
@@ -25,6 +26,33 @@ COMMANDS = ("chat", "ask", "models", "scenarios", "sessions", "bench")
 
 class UsageError(Exception):
     """Bad input from the user: reported in one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """Argument errors as the README promises: one `ladder:` line and exit code 2, with a
+    pointer to the help instead of argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, safe_text(f"ladder: {message}; see `{self.prog} --help`") + "\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        # Refuse unknown options here, in the (sub)command that got them, so that the hint names
+        # its help; argparse would pass them up and report them against plain `ladder`.
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed, unknown
+
+
+def check_utf8(text: str, what: str) -> None:
+    """Refuse text that is not valid UTF-8. Python hands such bytes over as lone surrogates
+    (surrogateescape), which no file or terminal can take later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        byte = ord(text[error.start]) & 0xFF
+        raise UsageError(f"{what} is not valid UTF-8 (byte 0x{byte:02x} at character {error.start + 1}); "
+                         "give it as UTF-8 text") from None
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +80,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ladder", description="Compare local language models of increasing size "
-                                     "side by side. With no command, opens the chat app.")
+    parser = Parser(prog="ladder", description="Compare local language models of increasing size "
+                    "side by side. With no command, opens the chat app.")
     parser.add_argument("--version", action="version", version=f"ladder {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     chat = commands.add_parser("chat", help="the chat app (the default)")
@@ -148,6 +176,8 @@ def chosen_cards(args: argparse.Namespace, catalog: Catalog) -> list[ModelCard]:
     cards = select_models(catalog, args.lineup, args.model)
     changes: dict[str, Any] = {}
     if args.gpu_layers is not None:
+        if args.gpu_layers < -1:
+            raise UsageError("--gpu-layers must be -1 (all layers) or a number of layers, 0 or more")
         changes["gpu_layers"] = args.gpu_layers
     if args.ctx is not None:
         if args.ctx < 256:
@@ -158,7 +188,7 @@ def chosen_cards(args: argparse.Namespace, catalog: Catalog) -> list[ModelCard]:
 
 def report_problems(catalog: Catalog) -> None:
     for problem in catalog.problems:
-        print(f"ladder: warning: {problem}", file=sys.stderr)
+        print(safe_text(f"ladder: warning: {problem}"), file=sys.stderr)
 
 
 @dataclass
@@ -187,6 +217,7 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
     from tui.engine.local import Engine
     from tui.scenario import load_scenarios
 
+    check_utf8(args.system, "--system")
     catalog = load_catalog()
     cards = chosen_cards(args, catalog)
     scenarios, scenario_problems = load_scenarios()
@@ -194,12 +225,18 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
         raise UsageError(f"no scenario '{args.scenario}' (known: {', '.join(sorted(scenarios))}); "
                          "see `ladder scenarios list`")
     scenario = scenarios.get(args.scenario) if args.scenario else None
+    params = sampling_params(args, SamplingParams().with_changes(scenario.params) if scenario else None)
+    per_model = model_params(args, cards)
+    sessions_dir = paths.sessions_dir(args.sessions_dir)
+    try:  # before any model loads: a session that cannot be saved would be lost
+        paths.check_sessions_folder(sessions_dir)
+    except paths.FolderError as error:
+        raise UsageError(f"{error}; choose another with --sessions-dir") from None
     return SessionOptions(
         catalog=catalog, cards=cards, scenarios=scenarios, scenario=scenario,
-        problems=catalog.problems + scenario_problems,
-        params=sampling_params(args, SamplingParams().with_changes(scenario.params) if scenario else None),
-        model_params=model_params(args, cards), system=args.system or (scenario.system if scenario else ""),
-        lineup=args.lineup or (None if args.model else "offline"), sessions_dir=paths.sessions_dir(args.sessions_dir),
+        problems=catalog.problems + scenario_problems, params=params, model_params=per_model,
+        system=args.system or (scenario.system if scenario else ""),
+        lineup=args.lineup or (None if args.model else "offline"), sessions_dir=sessions_dir,
         engine=Engine(policy=args.schedule),
     )
 
@@ -214,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return runners[args.command](args)
     except (UsageError, SelectionError, GGUFError) as error:
-        print(f"ladder: {error}", file=sys.stderr)
+        print(safe_text(f"ladder: {error}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -20,6 +20,9 @@ _BIG_ARRAY = 1024
 _LENGTH_ONLY = {f"tokenizer.ggml.{k}" for k in ("tokens", "merges", "scores", "token_type")}
 _MAX_DEPTH = 8  # nested arrays; deeper means garbage (and would risk RecursionError)
 _MAX_DIMS = 4  # GGML_MAX_DIMS; llama.cpp rejects more
+# Longest string value read (a chat template is the longest real one, tens of KB): a garbage length
+# must not copy a gigabyte of the file into memory.
+MAX_STRING = 1 << 20
 # llama_ftype (llama.h), values 0..40 in order, removed ones included for old files.
 _FTYPES = dict(enumerate(
     "F32 F16 Q4_0 Q4_1 Q4_1_SOME_F16 Q4_2 Q4_3 Q8_0 Q5_0 Q5_1 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M "
@@ -103,7 +106,10 @@ class _Reader:
 
     def string(self) -> str:  # lenient decoding: a stray bad byte must not hide the whole card
         n = self.scalar(_U64)
-        off = self.take(n)
+        off = self.take(n)  # a length past the end of the file is reported as such first
+        if n > MAX_STRING:
+            raise self.fail(f"corrupt or unsupported: a string of {n} bytes at offset {off - 8}; "
+                            f"strings over {MAX_STRING} bytes are not read")
         return self.mm[off:off + n].decode("utf-8", "replace")
 
     def skip_strings(self, n: int) -> None:

@@ -12,8 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from tui.checks import CheckResult, Score
-from tui.engine.events import Finished
+from tui.engine.events import Finished, SamplingParams
 from tui.transcript import Transcript, read_transcript
+
+
+def saved_params(saved: Any, fallback: SamplingParams | None = None) -> SamplingParams:
+    """Sampling parameters as a transcript recorded them (a header's or a settings event's
+    `params`); missing or damaged: `fallback`, else the defaults."""
+    try:
+        return SamplingParams().with_changes(saved if isinstance(saved, dict) else {})
+    except (TypeError, ValueError):
+        return fallback or SamplingParams()
 
 
 @dataclass

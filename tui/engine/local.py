@@ -7,6 +7,8 @@ import multiprocessing
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import asdict, replace
+from multiprocessing import resource_tracker
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,10 @@ class Engine:
         self.policy = POLICIES[policy]
         self.cores = cores or available_cores()
         self.context = multiprocessing.get_context("spawn")
+        # Spawned workers need multiprocessing's resource tracker, a process started on first
+        # use with our stderr: start it now, while stderr is the terminal's; inside the app it is
+        # Textual's capture, which has no file descriptor, and starting a worker would fail.
+        resource_tracker.ensure_running()
         self.lanes = Lanes(self.context, self.cores)
         self.models: list[LocalModel] = []
         self._free_slots = list(range(MAX_WORKERS))
@@ -61,12 +67,21 @@ class Engine:
 
     async def close(self) -> None:
         await asyncio.gather(*(model.close() for model in self.models))
+        self.lanes.close()
 
 
 def describe_exit(exitcode: int | None, log_path: Path) -> str:
     if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name
-        why = (" most likely because the system ran out of memory" if name == "SIGKILL" else "")
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:  # a signal without a name, e.g. a real-time one
+            name = f"signal {-exitcode}"
+        why = {
+            "SIGKILL": " most likely because the system ran out of memory",
+            # e.g. AMX tiles in a native build, on a VM that does not allow them
+            "SIGILL": (" by an instruction this CPU or VM does not allow: reinstall llama-cpp-python "
+                       "with the README's CMAKE_ARGS (a portable build)"),
+        }.get(name, "")
         text = f"the model's worker process was killed ({name}){why}"
     else:
         text = f"the model's worker process exited unexpectedly (exit code {exitcode})"
@@ -75,6 +90,18 @@ def describe_exit(exitcode: int | None, log_path: Path) -> str:
     except OSError:
         last = []
     return text + (f"; its log ends: {last[0][:200]}" if last else "") + ". The other models are unaffected."
+
+
+def _start_without_sigint(process: BaseProcess) -> None:
+    """Start a worker with SIGINT blocked: Ctrl+C in the terminal reaches the whole process
+    group, and the parent decides what it means. The child inherits the mask across fork and
+    exec, so it is safe while it imports, until `worker.serve` ignores SIGINT and unblocks it."""
+    resource_tracker.ensure_running()  # now: starting it within start() would unblock SIGINT again
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class LocalModel:
@@ -95,7 +122,8 @@ class LocalModel:
         self._ready: asyncio.Future[None] | None = None
         self._queue: asyncio.Queue[TurnEvent] | None = None
         self._turn_id = 0
-        self._partial: list[str] = []
+        self._partial: list[str] = []  # the reply in flight so far, and the tokens it holds
+        self._partial_tokens = 0
         self._log = paths.cache_dir() / "logs" / f"{card.id}.log"
 
     async def load(self, progress: store.Progress | None = None) -> None:
@@ -108,22 +136,29 @@ class LocalModel:
         except store.ModelUnavailable as error:
             self._fail(str(error))
             raise ModelLoadError(str(error)) from None
+        if self.state == "closed":  # closed (the app quit, the model was removed) while fetching
+            raise ModelLoadError(f"{self.card.name} was closed before it loaded")
         self.state = "loading"
         self._slot = self.engine.take_slot()
         self._log.parent.mkdir(parents=True, exist_ok=True)
         context = self.engine.context
         commands_in, self._commands = context.Pipe(duplex=False)
         self._events, events_out = context.Pipe(duplex=False)
-        self._process = context.Process(
+        process = context.Process(
             target=worker.serve, name=f"ladder-{self.card.id}", daemon=True,
             args=(self.card, str(path), commands_in, events_out, self.engine.lanes, self._slot,
                   self.engine.plan().decode_threads, str(self._log), self.engine.cores_change_hands()),
         )
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        await asyncio.to_thread(self._process.start)
+        await asyncio.to_thread(_start_without_sigint, process)
+        self._process = process  # only now: close() joins it, which needs a started process
         commands_in.close()  # the worker's ends: closing ours lets us see it exit
         events_out.close()
+        if self.state == "closed":  # closed while the process started: stop it again
+            self.state = "loading"
+            await self.close()
+            raise ModelLoadError(f"{self.card.name} was closed before it loaded")
         loop.add_reader(self._events.fileno(), self._on_readable)
         await self._ready
 
@@ -157,6 +192,7 @@ class LocalModel:
         event = EVENT_TYPES[kind](**message)
         if isinstance(event, TextPiece):
             self._partial.append(event.text)
+            self._partial_tokens += event.tokens
         if isinstance(event, Finished):
             self.n_past = event.prompt_tokens + event.completion_tokens
             if self.state == "busy":
@@ -172,12 +208,15 @@ class LocalModel:
             self.engine.give_back_slot(self._slot)
             self._slot = None
         was_closing = self.state == "closed"
-        if not was_closing:
+        if self.state == "error" and self.error:
+            message = self.error  # the worker said why it failed (e.g. a bad file) before it exited
+        elif not was_closing:
             self._fail(message)
         if self._ready and not self._ready.done():
             self._ready.set_exception(ModelLoadError(message))
         if self._queue is not None and not was_closing:
-            self._queue.put_nowait(Finished("error", "error", "".join(self._partial).strip(), error=message))
+            self._queue.put_nowait(Finished("error", "error", "".join(self._partial).strip(),
+                                            completion_tokens=self._partial_tokens, error=message))
 
     # --- the Backend interface -----------------------------------------------------------------
 
@@ -187,7 +226,7 @@ class LocalModel:
             yield Finished("error", "error", "", error=f"{self.card.name} cannot answer: {why}")
             return
         self._turn_id += 1
-        self._partial = []
+        self._partial, self._partial_tokens = [], 0
         self._queue = queue = asyncio.Queue()
         self.state = "busy"
         self._commands.send({"op": "turn", "id": self._turn_id, "messages": request.messages,
@@ -217,11 +256,14 @@ class LocalModel:
         if self._process is None or self.state == "closed":
             self.state = "closed"
             return
-        self.state = "closed"
+        # A busy worker reads its commands while it decodes, but acts on a stop only after its
+        # turn: cancel the turn first, or it runs on until it is killed below.
         try:
+            await self.cancel()
             self._commands.send({"op": "stop"})
         except OSError:
             pass
+        self.state = "closed"
         await asyncio.to_thread(self._process.join, 3)
         if self._process.is_alive():
             self._process.kill()

@@ -49,6 +49,20 @@ def _named_formatter(name: str) -> Callable[..., Any]:
     return formatter
 
 
+def formatter_for(card: ModelCard, llm: Any) -> Formatter:
+    """The formatter of a loaded `llama_cpp.Llama`: its GGUF template (or the card's format),
+    with the model's own BOS and EOS token texts, which templates write themselves."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+    def token_text(token: int) -> str:
+        return llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    return make_formatter(card, llm.metadata.get("tokenizer.chat_template"),
+                          bos_token=token_text(llm.token_bos()), eos_token=token_text(llm.token_eos()))
+
+
 def make_formatter(card: ModelCard, gguf_template: str | None, bos_token: str, eos_token: str) -> Formatter:
     if card.chat_format in ("gguf", "template"):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -59,7 +73,12 @@ def make_formatter(card: ModelCard, gguf_template: str | None, bos_token: str, e
                 f"{card.id}: the GGUF file has no chat template; set chat_format (e.g. chatml) "
                 "or chat_template in its card"
             )
-        jinja = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token=bos_token)
+        try:
+            jinja = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token=bos_token)
+        except Exception as error:  # jinja2's TemplateSyntaxError, or whatever else the text provokes
+            where = "the card's chat_template" if card.chat_format == "template" else "the GGUF file's chat template"
+            raise PromptFormatError(f"{card.id}: {where} is not a valid Jinja template ({error}); give the card "
+                                    "a working chat_template, or a chat_format such as chatml") from None
 
         def render(messages: list[Message]) -> Prompt:
             result = jinja(messages=messages)

@@ -29,13 +29,21 @@ model starves.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import os
+import select
+import shutil
+import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from multiprocessing.context import SpawnContext
 
 MAX_WORKERS = 32
+FOLDER_PREFIX = "ladder-lanes-"  # the lanes' folders in the temp folder: then the parent's process id
 
 
 class Cancelled(Exception):
@@ -95,84 +103,191 @@ class Lanes:
 
     Created in the parent and handed to each worker at spawn; each worker uses its own
     slot number. The parent calls `forget(slot)` when a worker dies, so cores held by a
-    killed process are handed on instead of being lost.
+    killed process are handed on instead of being lost, and `close()` when it is done.
+
+    The shared state is facts about each slot, each changed by a single write (what it
+    holds; when it joined the queue, or 0), so a worker killed halfway through an update
+    leaves it consistent: at worst its last grant lets a step run without holding cores.
     """
 
     def __init__(self, ctx: SpawnContext, capacity: int) -> None:
-        self._lock = ctx.Lock()
-        self._free = ctx.Value("i", capacity, lock=False)
         self.capacity = capacity
-        self._queue = ctx.Array("i", MAX_WORKERS, lock=False)
-        self._queued = ctx.Value("i", 0, lock=False)
+        self._folder = _Folder.create()
+        self._holding = ctx.Array("i", MAX_WORKERS, lock=False)  # cores each slot holds
+        self._joined = ctx.Array("q", MAX_WORKERS, lock=False)  # when each slot joined the queue; 0: not waiting
+        self._arrivals = ctx.Value("q", 0, lock=False)  # how many have joined the queue so far
         self._priority = ctx.Array("q", MAX_WORKERS, lock=False)  # of each waiting slot
         self._wanted = ctx.Array("i", MAX_WORKERS, lock=False)  # cores each waiting slot asks for
-        self._holding = ctx.Array("i", MAX_WORKERS, lock=False)  # cores each slot holds
-        self._wake = [ctx.Semaphore(0) for _ in range(MAX_WORKERS)]
 
     def acquire(self, slot: int, cancel: threading.Event, priority: int = DECODE, cores: int = 1) -> None:
         cores = max(1, min(cores, self.capacity))
-        with self._lock:
-            if self._free.value >= cores and self._queued.value == 0 and priority == DECODE:
-                self._free.value -= cores
+        with self._folder:
+            if priority == DECODE and self._free() >= cores and not any(self._joined[:]):
                 self._holding[slot] = cores
                 return
-            self._queue[self._queued.value] = slot
             self._priority[slot] = priority
             self._wanted[slot] = cores
-            self._queued.value += 1
+            self._arrivals.value += 1
+            self._joined[slot] = self._arrivals.value
         if priority != DECODE:
             # A turn reaches every model at once: wait a moment so that all their
             # prompts are queued, and the least work, not the quickest to ask, goes first.
             time.sleep(GATHER)
-            with self._lock:
+            with self._folder:
                 self._grant_ready()
-        while not self._wake[slot].acquire(timeout=0.05):
-            if cancel.is_set():
-                with self._lock:
-                    if self._dequeue(slot):
-                        self._grant_ready()  # whoever waited behind us may fit now
-                        raise Cancelled
-                # Cores were handed to us just now: take them and pass them straight on.
-                self._wake[slot].acquire()
-                self.release(slot)
-                raise Cancelled
+        while self._joined[slot]:  # until a grant clears it, and wakes us
+            woken = self._folder.wait(slot, timeout=0.05)
+            if woken or not cancel.is_set():
+                continue
+            with self._folder:
+                if self._joined[slot]:
+                    self._joined[slot] = 0
+                    self._grant_ready()  # whoever waited behind us may fit now
+                    raise Cancelled
+            # Cores were handed to us just now: pass them straight on.
+            self.release(slot)
+            raise Cancelled
 
     def release(self, slot: int) -> None:
-        with self._lock:
-            self._free.value += self._holding[slot]
+        with self._folder:
             self._holding[slot] = 0
             self._grant_ready()
 
     def forget(self, slot: int) -> None:
         """Clean up after a worker that died: leave the queue, hand on what it held."""
-        with self._lock:
-            self._dequeue(slot)
-            self._free.value += self._holding[slot]
+        with self._folder:
+            self._joined[slot] = 0
             self._holding[slot] = 0
             self._grant_ready()
-            while self._wake[slot].acquire(block=False):
-                pass
+            self._folder.drain(slot)
 
-    # Callers hold self._lock for the helpers below.
+    def close(self) -> None:
+        """Remove the files the lanes use (the parent calls it once every worker is gone;
+        it also happens when the parent exits normally)."""
+        self._folder.remove()
+
+    # Callers hold the lock (`with self._folder`) for the helpers below.
+
+    def _free(self) -> int:
+        return self.capacity - sum(self._holding[:])
 
     def _grant_ready(self) -> None:
-        while self._queued.value > 0:
-            waiting = [self._queue[i] for i in range(self._queued.value)]
-            slot = min(waiting, key=lambda s: self._priority[s])  # min() keeps the earliest of equals
-            wanted = self._wanted[slot]  # acquire() capped it at the capacity
-            if wanted > self._free.value:
+        while True:
+            joined = self._joined[:]
+            waiting = [slot for slot, when in enumerate(joined) if when]
+            if not waiting:
                 return
-            self._dequeue(slot)
-            self._free.value -= wanted
+            slot = min(waiting, key=lambda s: (self._priority[s], joined[s]))
+            wanted = self._wanted[slot]  # acquire() capped it at the capacity
+            if wanted > self._free():
+                return
+            self._joined[slot] = 0  # first: if we die right after, the slot runs one step unaccounted
             self._holding[slot] = wanted
-            self._wake[slot].release()
+            self._folder.wake(slot)
 
-    def _dequeue(self, slot: int) -> bool:
-        waiting = [self._queue[i] for i in range(self._queued.value)]
-        if slot not in waiting:
+
+class _Folder:
+    """The lanes' lock and wake-ups, as files in a private folder: they need no semaphores,
+    which Python's resource tracker reports as leaked when the app is killed.
+
+    The lock is `flock` on a file, which the kernel releases when its holder dies, so a
+    worker killed while holding it cannot freeze the others. A flock belongs to an open
+    file, so each process opens the files itself (after unpickling, after a fork), and a
+    threading lock keeps the threads of one process apart. A slot is woken by a byte in
+    its FIFO; the byte is only a hint, as waiters check the shared state when they wake.
+    """
+
+    def __init__(self, path: str, owner: bool = False) -> None:
+        self.path = path
+        # Only the parent removes the folder: on close(), or when it exits normally.
+        self._remove = weakref.finalize(self, shutil.rmtree, path, ignore_errors=True) if owner else None
+        self._threads = threading.Lock()
+        self._pid = 0  # the process the files below were opened in
+        self._lock = -1
+        self._wakes: list[int] = []
+
+    @classmethod
+    def create(cls) -> _Folder:
+        _remove_leftovers()
+        path = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")  # mode 0700
+        folder = cls(path, owner=True)
+        os.close(os.open(os.path.join(path, "lock"), os.O_CREAT | os.O_WRONLY, 0o600))
+        for slot in range(MAX_WORKERS):
+            os.mkfifo(os.path.join(path, f"wake-{slot}"), 0o600)
+        return folder
+
+    def __getstate__(self) -> str:
+        return self.path
+
+    def __setstate__(self, path: str) -> None:
+        self.__init__(path)  # type: ignore[misc]  # a new process: its own files and threads
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            if self._pid != os.getpid():
+                self._open()
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._threads.release()
+
+    def _open(self) -> None:
+        # A FIFO opened for reading and writing never blocks on open, and keeps its bytes.
+        lock = os.open(os.path.join(self.path, "lock"), os.O_RDWR)
+        wakes = [os.open(os.path.join(self.path, f"wake-{slot}"), os.O_RDWR | os.O_NONBLOCK)
+                 for slot in range(MAX_WORKERS)]
+        weakref.finalize(self, _close_all, [lock, *wakes])
+        self._lock, self._wakes, self._pid = lock, wakes, os.getpid()
+
+    # The methods below need the files open: the lock taken once in this process.
+
+    def wake(self, slot: int) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: it has wake-ups enough
+            os.write(self._wakes[slot], b"\0")
+
+    def wait(self, slot: int, timeout: float) -> bool:
+        """Wait up to `timeout` seconds to be woken; whether we were."""
+        ready = select.poll()
+        ready.register(self._wakes[slot], select.POLLIN)
+        if not ready.poll(timeout * 1000):
             return False
-        waiting.remove(slot)
-        for i, other in enumerate(waiting):
-            self._queue[i] = other
-        self._queued.value = len(waiting)
+        self.drain(slot)
         return True
+
+    def drain(self, slot: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wakes[slot], 4096)
+
+    def remove(self) -> None:
+        if self._remove is not None:
+            self._remove()
+
+
+def _remove_leftovers() -> None:
+    """Remove the folders of apps that were killed before they could remove their own."""
+    for path in glob.glob(os.path.join(glob.escape(tempfile.gettempdir()), f"{FOLDER_PREFIX}*-*")):
+        pid = os.path.basename(path)[len(FOLDER_PREFIX):].split("-")[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and not _alive(int(pid)) and os.stat(path).st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

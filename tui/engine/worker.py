@@ -15,19 +15,33 @@ from __future__ import annotations
 import codecs
 import os
 import queue
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
 from tui.cards import ModelCard
 from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece
-from tui.engine.prompt import Formatter, PromptFormatError, make_formatter
+from tui.engine.prompt import Formatter, Prompt, PromptFormatError, make_formatter
 from tui.engine.schedule import DECODE, Cancelled, Lanes, Plan, prefill_priority
 
 TEXT_INTERVAL = 0.03
+RENDER_LIMIT = 5.0  # seconds a turn's prompt may take to render: a chat template can loop without end
+RENDER_TICK = 0.05  # how often a render in progress looks for a cancel or the time limit
+
+
+class RenderStopped(BaseException):
+    """Stops the rendering of a prompt, raised from a signal handler inside the template's code:
+    a BaseException, so that no `except Exception` in the template engine can swallow it."""
+
+    def __init__(self, cancelled: bool) -> None:
+        super().__init__("cancelled" if cancelled else f"over {RENDER_LIMIT:g} s")
+        self.cancelled = cancelled
 
 
 def serve(card: ModelCard, model_path: str, commands: Connection, events: Connection,
@@ -40,6 +54,13 @@ def serve(card: ModelCard, model_path: str, commands: Connection, events: Connec
     # so it is only set when lanes change hands. It must be set before llama.cpp loads.
     if quiet_threads:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    # Ctrl+C in the terminal reaches every process in its group; the app decides what it means
+    # (it cancels the turn), so the worker ignores it. The app started this process with SIGINT
+    # blocked, so one that came while the modules were imported is discarded here, not acted on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # A tick of the render timer (see Worker.interruptible) must never end the process.
+    signal.signal(signal.SIGALRM, lambda _signal, _frame: None)
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     os.dup2(log.fileno(), 2)  # llama.cpp writes to stderr; keep it off the user's terminal
     sys.stderr = log
@@ -131,7 +152,13 @@ class Worker:
                 self.llm.reset()
             elif message["op"] == "turn":
                 self.turn_id, self.cancel = message["id"], cancels[message["id"]]
-                finished = self.turn(message["messages"], SamplingParams(**message["params"]), Plan(**message["plan"]))
+                try:
+                    finished = self.turn(message["messages"], SamplingParams(**message["params"]),
+                                         Plan(**message["plan"]))
+                except Exception as error:  # a fault in one turn fails that reply, not the model
+                    self.llm.reset()
+                    finished = Reply(time.perf_counter()).finish(
+                        "error", "error", error=f"the turn failed ({type(error).__name__}: {error}); try it again")
                 self.emit("", tokens=0, final=True)
                 self.send(finished)
                 del cancels[message["id"]]
@@ -159,26 +186,67 @@ class Worker:
     # --- one turn -----------------------------------------------------------------------------
 
     def fit(self, messages: list[dict[str, str]], reserve: int) -> tuple[list[int], list[str], list[str]]:
-        """Tokens of the prompt, its stop strings, and notices; drops the oldest turns if too long."""
+        """Tokens of the prompt, its stop strings, and notices; drops the oldest turns if too long.
+
+        How many to drop is found by bisection: a long history is rendered a few times, not
+        once for every turn dropped."""
         n_ctx = self.llm.n_ctx()
         system = messages[:1] if messages and messages[0]["role"] == "system" else []
         turns = messages[len(system):]
+        rendered: dict[int, tuple[list[int], Prompt]] = {}
+
+        def render(dropped: int) -> tuple[list[int], Prompt]:
+            """The prompt without the `dropped` oldest user turns and this model's replies to them."""
+            if self.cancel.is_set():
+                raise RenderStopped(cancelled=True)
+            if dropped not in rendered:
+                prompt = self.formatter(system + turns[2 * dropped:])
+                tokens = self.llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
+                rendered[dropped] = tokens, prompt
+            return rendered[dropped]
+
+        def fits(dropped: int) -> bool:
+            return len(render(dropped)[0]) + reserve <= n_ctx
+
+        most = max(0, (len(turns) - 1) // 2)  # the last user turn always stays
         dropped = 0
-        while True:
-            prompt = self.formatter(system + turns)
-            tokens = self.llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
-            if len(tokens) + reserve <= n_ctx or len(turns) <= 1:
-                break
-            turns = turns[2:]  # the oldest user turn and this model's reply to it
-            dropped += 1
-        if len(tokens) + reserve > n_ctx:
-            raise PromptFormatError(
-                f"this turn's prompt is {len(tokens)} tokens and {reserve} more are kept for the reply, "
-                f"but the context is {n_ctx}; shorten the message or the system prompt, or lower max tokens"
-            )
+        if not fits(0):
+            if not fits(most):
+                raise PromptFormatError(
+                    f"this turn's prompt is {len(render(most)[0])} tokens and {reserve} more are kept for the "
+                    f"reply, but the context is {n_ctx}; shorten the message or the system prompt, or lower max tokens"
+                )
+            too_few, dropped = 0, most  # fits(dropped) holds, fits(too_few) does not
+            while dropped - too_few > 1:
+                middle = (too_few + dropped) // 2
+                if fits(middle):
+                    dropped = middle
+                else:
+                    too_few = middle
+        tokens, prompt = render(dropped)
         notices = [f"the conversation no longer fits in {n_ctx} tokens: left out the "
                    f"{dropped} earliest turn(s) for this reply"] if dropped else []
         return tokens, prompt.stop, notices
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Raise RenderStopped in the code within once the turn is cancelled or RENDER_LIMIT has
+        passed: a chat template is code that may never return, and only a signal handler (run in
+        the main thread, where turns run) can stop it. It raises once: it disarms its timer first."""
+        deadline = time.monotonic() + RENDER_LIMIT
+
+        def check(_signal: int, _frame: object) -> None:
+            if self.cancel.is_set() or time.monotonic() > deadline:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                raise RenderStopped(cancelled=self.cancel.is_set())
+
+        previous = signal.signal(signal.SIGALRM, check)
+        timer = signal.setitimer(signal.ITIMER_REAL, RENDER_TICK, RENDER_TICK)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, *timer)
+            signal.signal(signal.SIGALRM, previous)
 
     def use_threads(self, threads: int) -> None:
         import llama_cpp
@@ -193,9 +261,18 @@ class Worker:
         start = time.perf_counter()
         reply = Reply(start)
         try:
-            tokens, stops, notices = self.fit(messages, min(params.max_tokens, self.llm.n_ctx() // 4))
-        except (PromptFormatError, ValueError) as error:  # jinja's raise_exception gives ValueError
+            with self.interruptible():
+                tokens, stops, notices = self.fit(messages, min(params.max_tokens, self.llm.n_ctx() // 4))
+        except RenderStopped as stopped:
+            if stopped.cancelled:
+                return reply.finish("cancelled", "cancelled")
+            return reply.finish("error", "error", error=(
+                f"the chat template took more than {RENDER_LIMIT:g} s to render this conversation and was "
+                f"stopped (it may loop without end); {FIX_TEMPLATE}"))
+        except PromptFormatError as error:
             return reply.finish("error", "error", error=str(error))
+        except Exception as error:  # from the template: its own raise_exception (a ValueError), or any fault
+            return reply.finish("error", "error", error=_template_failure(error))
         reply.notices = notices
         for notice in notices:
             self.send(Notice(notice))
@@ -217,10 +294,10 @@ class Worker:
                 work = prefill_priority(self.card.params, len(tokens) - reply.cached_tokens) if first else DECODE
                 threads = plan.prompt_threads if first else plan.decode_threads
                 self.lanes.acquire(self.slot, self.cancel, work, cores=threads)
-                self.use_threads(threads)
-                if first:
-                    llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort, None)
                 try:
+                    self.use_threads(threads)
+                    if first:
+                        llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort, None)
                     token = next(steps)
                 finally:
                     if first:
@@ -249,6 +326,15 @@ class Worker:
             return reply.finish("error", "error", text.flush(), error=f"llama.cpp failed: {error}")
         finally:
             steps.close()
+
+
+FIX_TEMPLATE = "give the card a working chat_template, or a chat_format such as chatml"
+
+
+def _template_failure(error: Exception) -> str:
+    if type(error) is ValueError:  # what the template itself raised, e.g. roles that do not alternate
+        return f"the chat template refused this conversation: {error}"
+    return f"the chat template failed ({type(error).__name__}: {error}); {FIX_TEMPLATE}"
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -13,6 +13,7 @@ session's user turns sent again, in order, beside the original replies).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,9 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Footer, Input, Label, Static
 
 from tui.cards import card_from_record
 from tui.checks import Item
@@ -32,6 +34,7 @@ from tui.history import SessionRecord
 from tui.scenario import Scenario
 from tui.session import Checked, Session
 from tui.textsafe import safe_text
+from tui.transcript import TranscriptError
 from tui.widgets.composer import Composer
 from tui.widgets.grid import PaneGrid
 from tui.widgets.pane import ModelPane
@@ -62,6 +65,8 @@ class ChatScreen(Screen[None]):
         Binding("f3", "models", "Models"),
         Binding("f4", "new_session", "New session"),
         Binding("ctrl+o", "sessions", "Sessions"),
+        Binding("ctrl+s", "save_elsewhere", "Save elsewhere", show=False),
+        Binding("ctrl+r", "retry_saving", "Retry saving", show=False),
         Binding("f1", "help", "Help"),
     ]
 
@@ -71,6 +76,7 @@ class ChatScreen(Screen[None]):
         self.queues: dict[str, asyncio.Queue[int]] = {}
         self.resumed = resumed  # a saved session continued here: its turns are shown first
         self.replay_of = replay_of  # a saved session whose user turns are sent again, in order
+        self.saving_failed = False  # the saving line is shown
 
     @property
     def session(self) -> Session:
@@ -84,6 +90,7 @@ class ChatScreen(Screen[None]):
         yield Static(id="title")
         yield Static(id="settings-line")
         yield Static(id="scenario-line")
+        yield Static(id="saving-line")
         yield self.grid
         yield Composer(id="composer", soft_wrap=True, placeholder="Type a turn for every model · Enter sends · Ctrl+J new line")
         yield Footer()
@@ -144,9 +151,10 @@ class ChatScreen(Screen[None]):
             try:
                 pane.state = "fetching"
                 await model.load(progress)
-            except ModelLoadError as error:
+            except Exception as error:  # noqa: BLE001 - whatever it is, it fails this pane only
+                message = str(error) if isinstance(error, ModelLoadError) else f"could not start: {error!r}"
                 pane.progress = ""
-                pane.show_error(str(error))
+                pane.show_error(message)
                 self.grid.update_switcher()
                 return
         pane.progress = ""
@@ -160,9 +168,12 @@ class ChatScreen(Screen[None]):
             await self.stream_reply(model, pane, turn)
 
     async def stream_reply(self, model: Backend, pane: ModelPane, turn: int) -> None:
-        view = await pane.begin(turn, self.session.conversation.user_turns[turn - 1])
+        session, epoch = self.session, self.session.epoch
+        view = await pane.begin(turn, session.conversation.user_turns[turn - 1])
         self.grid.update_switcher()
-        async for event in self.session.answer(model, turn):
+        async for event in session.answer(model, turn, epoch):
+            if session.epoch != epoch:  # a new session (F4, F6) began while this streamed: not its reply
+                continue
             if isinstance(event, TextPiece):
                 pane.live_tokens += event.tokens
                 view.write(event.text)
@@ -173,7 +184,7 @@ class ChatScreen(Screen[None]):
             elif isinstance(event, PromptReady):
                 pane.context = (event.prompt_tokens, model.n_ctx)
             elif isinstance(event, Notice):
-                self.notify(safe_text(event.message), title=model.card.name, timeout=6)
+                self.notify(safe_text(event.message), title=safe_text(model.card.name), timeout=6, markup=False)
             elif isinstance(event, Checked):
                 view.show_check(event.result)
                 pane.score = event.score
@@ -188,6 +199,14 @@ class ChatScreen(Screen[None]):
                 pane.context = (model.n_past, model.n_ctx)
                 pane.refresh_footer()
                 self.grid.update_switcher()
+                self.refresh_saving()
+        if session.epoch != epoch:
+            if pane.streaming is view:
+                pane.streaming = None
+            if view.is_attached:  # mounted after the panes were cleared
+                await view.remove()
+            if pane.state in ("thinking", "streaming"):
+                pane.state = "ready"
 
     async def tick(self) -> None:
         """Show what streamed since the last tick, in every pane at once: one layout
@@ -238,7 +257,7 @@ class ChatScreen(Screen[None]):
             while any(turn not in self.session.conversation.replies.get(m.card.id, {})
                       for m in self.session.models if m.state not in ("error", "closed")):
                 await asyncio.sleep(0.1)
-        self.notify(f"Replay of {record.id} done: {len(record.turns)} turns", timeout=6)
+        self.notify(f"Replay of {record.id} done: {len(record.turns)} turns", timeout=6, markup=False)
 
     async def cancel(self, model_id: str) -> None:
         queue = self.queues[model_id]
@@ -310,6 +329,47 @@ class ChatScreen(Screen[None]):
         for model_id, pane in self.panes.items():
             pane.overrides = self.override_text(model_id)
             pane.refresh_header()
+        self.refresh_saving()
+
+    # --- saving when the sessions folder fails ---------------------------------------------
+
+    def refresh_saving(self) -> None:
+        """Show, while the transcript cannot be written, that saving stopped, why, and what to do."""
+        writer = self.session.transcript
+        line = self.query_one("#saving-line", Static)
+        if writer.failure is not None:
+            line.update(Text(safe_text(f"⚠ Saving stopped: {writer.failure} · {len(writer.pending)} event(s) kept "
+                                       "in memory · Ctrl+S saves elsewhere · Ctrl+R retries")))
+        elif self.saving_failed:
+            self.notify(f"Saving again: every turn so far is in {writer.path}", timeout=8, markup=False)
+        line.display = self.saving_failed = writer.failure is not None
+
+    def action_save_elsewhere(self) -> None:
+        writer = self.session.transcript
+        if writer.failure is None:
+            self.notify("Nothing to save: every turn so far is saved")
+            return
+        self.app.push_screen(SaveElsewhereScreen(str(writer.failure)), self.save_elsewhere)
+
+    def save_elsewhere(self, folder: Path | None) -> None:
+        if folder is None:
+            return
+        try:
+            self.session.transcript.save_elsewhere(folder)  # the saving line says where, once it worked
+        except TranscriptError as error:
+            self.notify(str(error), title="Not saved", severity="error", timeout=10, markup=False)
+        self.refresh_title()
+
+    def action_retry_saving(self) -> None:
+        writer = self.session.transcript
+        if writer.failure is None:
+            self.notify("Nothing to retry: every turn so far is saved")
+            return
+        with contextlib.suppress(TranscriptError):
+            writer.save_pending()
+        if writer.failure is not None:
+            self.notify(str(writer.failure), title="Still not saved", severity="error", timeout=8, markup=False)
+        self.refresh_title()
 
     # --- other screens -------------------------------------------------------------------------
 
@@ -352,12 +412,16 @@ class ChatScreen(Screen[None]):
         self.refresh_title()
 
     async def action_new_session(self) -> None:
+        if not self.app.may_leave("F4 again starts a new session"):  # type: ignore[attr-defined]
+            return
         await self.start_over()
         self.notify("New session: history cleared; the transcript starts with the next turn")
 
     def action_scenario(self) -> None:
         from tui.screens.scenarios import ScenarioScreen
 
+        if not self.app.may_leave("F6 again picks a scenario"):  # type: ignore[attr-defined]
+            return
         current = self.session.scenario.id if self.session.scenario else None
         self.app.push_screen(ScenarioScreen(self.app.config.scenarios, current),  # type: ignore[attr-defined]
                              self.start_scenario)
@@ -366,7 +430,7 @@ class ChatScreen(Screen[None]):
         if scenario is None:
             return
         await self.start_over(scenario)
-        self.notify(scenario.description, title=scenario.title, timeout=8)
+        self.notify(safe_text(scenario.description), title=safe_text(scenario.title), timeout=8, markup=False)
         if scenario.first_turn:
             self.send_turn(scenario.first_turn)
 
@@ -388,3 +452,32 @@ class ChatScreen(Screen[None]):
                                     lambda action=binding.action: self.run_action(action))
         yield SystemCommand("Previous pane", "Show the previous model's pane (alt+left)", lambda: self.grid.step(-1))
         yield SystemCommand("Next pane", "Show the next model's pane (alt+right)", lambda: self.grid.step(1))
+
+
+class SaveElsewhereScreen(ModalScreen[Path | None]):
+    """Asks for a folder to save the session in when its own cannot be written."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Cancel")]
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(Text(safe_text(f"Saving stopped: {self.reason}")), classes="problem")
+            yield Label("Save the whole session in this folder, and go on saving there:", classes="field-label")
+            yield Input(str(Path.home()), id="folder")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Save", id="save", variant="primary")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#save")
+    def save(self) -> None:
+        folder = self.query_one("#folder", Input).value.strip()
+        self.dismiss(Path(folder).expanduser() if folder else None)
+
+    @on(Button.Pressed, "#cancel")
+    def cancel(self) -> None:
+        self.dismiss(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -15,6 +16,7 @@ from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 from tui.cards import Catalog, ModelCard, card_from_gguf, size_label
 from tui.gguf import GGUFError
 from tui.store import find_local
+from tui.textsafe import safe_text
 
 
 class ModelsScreen(ModalScreen[list[ModelCard] | None]):
@@ -31,9 +33,12 @@ class ModelsScreen(ModalScreen[list[ModelCard] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"[b]{self.title_text}[/b] · models load in the background; removed ones are closed")
+            # Text, not markup: the title can name a saved session, and model names come from files.
+            yield Label(Text.assemble((safe_text(self.title_text), "bold"),
+                                      " · models load in the background; removed ones are closed"))
             yield Label("Start from a lineup", classes="field-label")
-            yield Select([(f"{l.name} ({len(l.models)} models)", l.name) for l in self.catalog.lineups.values()],
+            yield Select([(Text(safe_text(f"{l.name} ({len(l.models)} models)")), l.name)
+                          for l in self.catalog.lineups.values()],
                          prompt="keep the current models", id="lineup")
             yield Label("Models (space ticks)", classes="field-label")
             yield SelectionList[str](id="cards")
@@ -53,7 +58,7 @@ class ModelsScreen(ModalScreen[list[ModelCard] | None]):
         for card in sorted(self.cards.values(), key=lambda c: (c.params, c.id)):
             where = "here" if find_local(card) else card.sources[0].kind
             label = f"{card.params_label:>5}  {card.name}  ({card.quant}, {size_label(card.size)}, {where})"
-            cards.add_option((label, card.id, card.id in self.chosen))
+            cards.add_option((Text(safe_text(label)), card.id, card.id in self.chosen))
         cards.styles.height = min(len(self.cards) + 2, 14)
 
     @on(Select.Changed, "#lineup")
@@ -73,7 +78,7 @@ class ModelsScreen(ModalScreen[list[ModelCard] | None]):
             try:
                 card = card_from_gguf(Path(path).expanduser().resolve())
             except GGUFError as error:
-                self.query_one(".problem", Static).update(str(error))
+                self.query_one(".problem", Static).update(Text(safe_text(str(error))))
                 return
             self.cards[card.id] = card
             self.chosen.add(card.id)

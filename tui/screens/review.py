@@ -1,6 +1,9 @@
 """A saved session, read-only, in the same side-by-side layout: every turn with each
 model's reply, its numbers and check. Mark a reply best or note on it (saved as
-appended events); resume the session, or replay its turns to other models."""
+appended events); resume the session, or replay its turns to other models.
+
+What the transcript says (its name, models, scenario, notes, problems) is shown as
+`Text` or with `markup=False`: never read as Textual markup."""
 
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ class NoteScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"[b]Note[/b] on {self.about} · Enter saves")
+            yield Label(Text.assemble(("Note", "bold"), f" on {safe_text(self.about)} · Enter saves"))
             yield Input(id="note")
 
     @on(Input.Submitted)
@@ -94,20 +97,21 @@ class ReviewScreen(Screen[None]):
             pane.score = scores.get(str(card.get("id")))
             pane.refresh_header()
         scenario = record.header.get("scenario") or {}
-        title = Text.assemble(("Ladder", "bold"), " · review · ", (record.id, "bold"),
-                              f" · {len(record.turns)} turns · {record.created[:16].replace('T', ' ')}")
+        title = f" · {len(record.turns)} turns · {record.created[:16].replace('T', ' ')}"
         if isinstance(scenario, dict) and scenario.get("title"):
-            title.append(f" · {scenario['title']}")
+            title += f" · {scenario['title']}"
         if record.header.get("replay_of"):
-            title.append(f" · replay of {record.header['replay_of']}")
-        self.query_one("#title", Static).update(title)
+            title += f" · replay of {record.header['replay_of']}"
+        self.query_one("#title", Static).update(
+            Text.assemble(("Ladder", "bold"), " · review · ", (safe_text(record.id), "bold"), safe_text(title)))
         settings = record.settings
         system = str(settings.get("system") or "(none)").replace("\n", " ")
         params = settings.get("params") or {}
         line = f"system: {system[:80]} · " + " · ".join(f"{k} {v}" for k, v in params.items())
         self.query_one("#settings-line", Static).update(Text(safe_text(line), style="dim"))
         for problem in record.problems:
-            self.notify(problem, title="Part of this transcript could not be read", severity="warning", timeout=8)
+            self.notify(problem, title="Part of this transcript could not be read", severity="warning", timeout=8,
+                        markup=False)
 
     # --- moving around -----------------------------------------------------------------------
 
@@ -142,7 +146,7 @@ class ReviewScreen(Screen[None]):
         pane, turn = target
         reply = self.record.turns[turn - 1].replies.get(pane.card.id) if turn <= len(self.record.turns) else None
         if reply is None:
-            self.notify(f"{pane.card.name} has no reply to turn {turn}", severity="warning")
+            self.notify(f"{pane.card.name} has no reply to turn {turn}", severity="warning", markup=False)
             return
         append_event(self.record.path, {"type": "mark", "turn": turn, "model": pane.card.id, "best": not reply.best})
         self.reload(pane, turn)

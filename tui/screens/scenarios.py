@@ -12,6 +12,7 @@ from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui.scenario import Scenario
+from tui.textsafe import safe_text
 
 
 class ScenarioScreen(ModalScreen[Scenario | None]):
@@ -30,7 +31,8 @@ class ScenarioScreen(ModalScreen[Scenario | None]):
                 count = scenario.item_count
                 items = " · items: generated" if count is None else f" · {count} items" if count else ""
                 check = f" · check: {scenario.check}" if scenario.check else ""
-                options.append(Option(Text.assemble((scenario.title, "bold"), (f"{items}{check}", "dim")), id=scenario.id))
+                label = Text.assemble((safe_text(scenario.title), "bold"), (safe_text(f"{items}{check}"), "dim"))
+                options.append(Option(label, id=scenario.id))
             yield OptionList(*options, id="scenarios")
             yield Static("", id="description")
 
@@ -44,7 +46,7 @@ class ScenarioScreen(ModalScreen[Scenario | None]):
     @on(OptionList.OptionHighlighted)
     def describe(self, event: OptionList.OptionHighlighted) -> None:
         scenario = next(s for s in self.scenarios if s.id == event.option.id)
-        self.query_one("#description", Static).update(Text(scenario.description, style="italic"))
+        self.query_one("#description", Static).update(Text(safe_text(scenario.description), style="italic"))
 
     @on(OptionList.OptionSelected)
     def choose(self, event: OptionList.OptionSelected) -> None:

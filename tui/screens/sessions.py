@@ -1,14 +1,20 @@
 """Saved sessions, newest first, with a search box: text across every prompt and reply,
-and filters `model:` `scenario:` `since:` `until:`. Enter opens one side by side."""
+and filters `model:` `scenario:` `since:` `until:`. Enter opens one side by side.
+
+The list is searched in a thread as the user types, so a quick ↓ Enter can come before
+the list for the typed query is shown: opening, resuming or replaying then waits for it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
@@ -31,6 +37,20 @@ def parse_query(query: str) -> tuple[str | None, dict[str, str]]:
     return " ".join(words) or None, filters
 
 
+class SessionTable(DataTable[Text]):
+    """The list of sessions. Enter on it while it is still empty (before the first list or
+    the first search result is in) is passed on, where DataTable would drop it."""
+
+    class EnterOnEmpty(Message):
+        pass
+
+    def action_select_cursor(self) -> None:
+        if self.row_count:
+            super().action_select_cursor()
+        else:
+            self.post_message(self.EnterOnEmpty())
+
+
 class SessionsScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -46,12 +66,14 @@ class SessionsScreen(Screen[None]):
         self.directory = Path()  # the app's sessions folder, set on mount
         self.ids: list[str] = []
         self.snippets: dict[str, list[str]] = {}
+        self.listed: str | None = None  # the query the rows on screen answer; None before the first list
+        self.after_listing: Callable[[], Awaitable[None] | None] | None = None  # asked for before the list came
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
         yield Input(placeholder="search prompts and replies · model:NAME scenario:ID since:YYYY-MM-DD until:YYYY-MM-DD",
                     id="query")
-        yield DataTable(id="sessions", cursor_type="row", zebra_stripes=True)
+        yield SessionTable(id="sessions", cursor_type="row", zebra_stripes=True)
         yield Static(id="preview")
         yield Footer()
 
@@ -68,7 +90,7 @@ class SessionsScreen(Screen[None]):
 
     @on(Input.Submitted, "#query")
     def query_done(self) -> None:
-        self.query_one(DataTable).focus()
+        self.focus_list()
 
     @work(exclusive=True, thread=True)
     def refresh_list(self, query: str) -> None:
@@ -80,35 +102,56 @@ class SessionsScreen(Screen[None]):
             else:
                 rows = [(summary, []) for summary in archive.list_sessions(self.directory)]
         except ValueError as error:  # a bad date in since:/until:
-            self.app.call_from_thread(self.show_problem, str(error))
+            self.app.call_from_thread(self.show_problem, query, str(error))
             return
-        self.app.call_from_thread(self.show_rows, rows)
+        self.app.call_from_thread(self.show_rows, query, rows)
 
-    def show_problem(self, message: str) -> None:
-        self.query_one("#preview", Static).update(Text(message, style="red"))
+    def show_problem(self, query: str, message: str) -> None:
+        """A query that cannot be searched lists nothing, and says why."""
+        if self.show_rows(query, []):
+            self.query_one("#preview", Static).update(Text(safe_text(message), style="red"))
 
-    def show_rows(self, rows: list) -> None:  # type: ignore[type-arg]
+    def show_rows(self, query: str, rows: list) -> bool:  # type: ignore[type-arg]
+        """Show the rows found for `query`, unless the box holds another query by now (a
+        cancelled search thread still delivers its result); whether they were shown."""
+        if query != self.query_one("#query", Input).value:
+            return False
         table = self.query_one(DataTable)
         table.clear()
         self.ids = []
         self.snippets = {}
         for summary, snippets in rows:
-            prompt = safe_text(summary.first_prompt.replace("\n", " "))
-            table.add_row(str(summary.created)[:16].replace("T", " "), summary.scenario or "-", summary.lineup or "-",
-                          str(summary.turns), prompt[:80] + ("…" if len(prompt) > 80 else ""), key=summary.id)
+            prompt = summary.first_prompt.replace("\n", " ")
+            cells = (str(summary.created)[:16].replace("T", " "), summary.scenario or "-", summary.lineup or "-",
+                     str(summary.turns), prompt[:80] + ("…" if len(prompt) > 80 else ""))
+            # Text, not str: a DataTable reads str cells as markup, and these come from files.
+            table.add_row(*(Text(safe_text(cell)) for cell in cells), key=summary.id)
             self.ids.append(summary.id)
             self.snippets[summary.id] = snippets
         count = f"{len(rows)} session{'s' if len(rows) != 1 else ''}"
         self.query_one("#title", Static).update(Text.assemble(("Sessions", "bold"), f" · {count} in {self.directory}",
                                                               ("  Enter opens · Ctrl+R resumes · Ctrl+Y replays", "dim")))
         self.show_preview()
+        self.listed = query
+        if self.after_listing is not None:
+            self.call_later(self.after_listing)
+            self.after_listing = None
+        return True
+
+    def listing_pending(self, action: Callable[[], Awaitable[None] | None]) -> bool:
+        """Whether the rows on screen are not yet those of the typed query; if so, `action`
+        is carried out once they are (a quick ↓ Enter acts on the list the user asked for)."""
+        if self.listed == self.query_one("#query", Input).value:
+            return False
+        self.after_listing = action
+        return True
 
     @on(DataTable.RowHighlighted)
     def show_preview(self) -> None:
         session_id = self.selected()
         snippets = self.snippets.get(session_id or "", [])
-        text = "\n".join(safe_text(s) for s in snippets) if snippets else (session_id or "no saved sessions here yet")
-        self.query_one("#preview", Static).update(Text(text, style="dim"))
+        text = "\n".join(snippets) if snippets else (session_id or "no saved sessions here yet")
+        self.query_one("#preview", Static).update(Text(safe_text(text), style="dim"))
 
     def selected(self) -> str | None:
         table = self.query_one(DataTable)
@@ -123,21 +166,27 @@ class SessionsScreen(Screen[None]):
         try:
             record = load_record(archive.resolve(self.directory, session_id))
         except ValueError as error:
-            self.notify(str(error), severity="error")
+            self.notify(str(error), severity="error", markup=False)
             return None
         for problem in record.problems:
-            self.notify(problem, title="Part of this transcript could not be read", severity="warning", timeout=8)
+            self.notify(problem, title="Part of this transcript could not be read", severity="warning", timeout=8,
+                        markup=False)
         return record
 
     @on(DataTable.RowSelected)
+    @on(SessionTable.EnterOnEmpty)
     def action_open(self) -> None:
         from tui.screens.review import ReviewScreen
 
+        if self.listing_pending(self.action_open):
+            return
         record = self.selected_record()
         if record is not None:
             self.app.push_screen(ReviewScreen(record))
 
     async def action_resume(self) -> None:
+        if self.listing_pending(self.action_resume):
+            return
         record = self.selected_record()
         if record is not None:
             await self.app.resume(record)  # type: ignore[attr-defined]
@@ -145,6 +194,8 @@ class SessionsScreen(Screen[None]):
     def action_replay(self) -> None:
         from tui.screens.review import choose_replay
 
+        if self.listing_pending(self.action_replay):
+            return
         record = self.selected_record()
         if record is not None:
             choose_replay(self.app, record)
@@ -154,7 +205,12 @@ class SessionsScreen(Screen[None]):
         if table.has_focus:
             table.action_cursor_down()
         else:
-            table.focus()
+            self.focus_list()
+
+    def focus_list(self) -> None:
+        # At once, not as `focus()` does after the keys already queued: an Enter typed right
+        # after ↓ is for the list, not the search box.
+        self.set_focus(self.query_one(DataTable))
 
     def action_focus_search(self) -> None:
         self.query_one("#query", Input).focus()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,6 +15,7 @@ from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from tui.engine.events import PARAM_NAMES, SamplingParams
 from tui.session import Session
+from tui.textsafe import safe_text
 
 SHARED = "*"
 
@@ -34,7 +36,9 @@ class SettingsScreen(ModalScreen[bool]):
             yield Label("System prompt", classes="field-label")
             yield TextArea(self.session.conversation.system, id="system", soft_wrap=True)
             yield Label("Sampling parameters for", classes="field-label")
-            choices = [("all models (shared)", SHARED)] + [(m.card.name, m.card.id) for m in self.session.models]
+            # Text, not markup: model names come from GGUF files and model cards.
+            choices = [("all models (shared)", SHARED)] + [(Text(safe_text(m.card.name)), m.card.id)
+                                                          for m in self.session.models]
             yield Select(choices, value=SHARED, allow_blank=False, id="scope")
             with Grid(id="params"):
                 for name in PARAM_NAMES:
@@ -89,7 +93,7 @@ class SettingsScreen(ModalScreen[bool]):
         try:
             self.take_inputs()
         except ValueError as error:
-            self.query_one(".problem", Static).update(str(error))
+            self.query_one(".problem", Static).update(Text(safe_text(str(error))))
             event.select.value = self.scope
             return
         self.scope = str(event.value)
@@ -102,7 +106,7 @@ class SettingsScreen(ModalScreen[bool]):
             self.take_inputs()
             params = SamplingParams().with_changes(self.shared)
         except ValueError as error:
-            self.query_one(".problem", Static).update(str(error))
+            self.query_one(".problem", Static).update(Text(safe_text(str(error))))
             return
         self.session.change_settings(params=params, model_params=self.overrides,
                                      system=self.query_one("#system", TextArea).text.strip())

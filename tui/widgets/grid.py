@@ -16,6 +16,7 @@ from textual.containers import Container, Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from tui.textsafe import safe_text
 from tui.widgets.pane import STATES, ModelPane
 
 MIN_PANE_WIDTH = 38
@@ -85,7 +86,8 @@ class PaneGrid(Vertical):
         line = Text()
         for index, pane in enumerate(self.ordered()):
             marker = "⟲ " if pane.group else ""
-            label = f" {marker}{pane.card.params_label} {pane.card.name.split(' ')[0]} {STATES[pane.state][0]} "
+            name = safe_text(pane.card.name.split(" ")[0])
+            label = f" {marker}{pane.card.params_label} {name} {STATES[pane.state][0]} "
             line.append(label, style="reverse bold" if index == self.current else "")
             line.append(" ")
         line.append(" Alt+←/→ switch · F5 zoom", style="dim")

@@ -1,5 +1,9 @@
 """One model's pane: a header saying what the model is and what it is doing, its replies
-turn by turn, and a footer with the last reply's numbers."""
+turn by turn, and a footer with the last reply's numbers.
+
+Everything but the reply itself is shown as `Text`, never as a markup string: names,
+finish reasons, errors and notes come from GGUF files and saved transcripts, and
+Textual would read "[/x]" in them as markup (and fail) or "[@click=…]" as an action."""
 
 from __future__ import annotations
 
@@ -80,7 +84,7 @@ class TurnView(Vertical):
             self.mount(Static(Text(f"ⓘ {safe_text(notice)}"), classes="notice"), before=self.stats)
         if done.error:
             self.mount(Static(Text(f"✗ {safe_text(done.error)}"), classes="error"), before=self.stats)
-        self.stats.update(reply_stats(done))
+        self.stats.update(Text(safe_text(reply_stats(done))))
         self.set_class(done.status != "done", f"-{done.status}")
 
     def show_marks(self, best: bool, notes: list[str]) -> None:
@@ -138,8 +142,8 @@ class ModelPane(Vertical):
 
     def refresh_header(self) -> None:
         card = self.card
-        title = Text(("⟲ original: " if self.group else "") + card.name, style="bold")
-        facts = f"{card.params_label} · {card.quant} · {size_label(card.size)} · {card.family}"
+        title = Text(("⟲ original: " if self.group else "") + safe_text(card.name), style="bold")
+        facts = safe_text(f"{card.params_label} · {card.quant} · {size_label(card.size)} · {card.family}")
         if not card.instruct and "base" not in card.name.lower():
             facts += " · base model"
         state = STATES.get(self.state, self.state) + (f" {self.progress}" if self.progress else "")
@@ -147,7 +151,7 @@ class ModelPane(Vertical):
             state += f" · score {self.score}"
         lines = Text.assemble(title, "\n", (facts, "dim"), "\n", (state, "bold"))
         if self.overrides:
-            lines.append(f"  {self.overrides}", style="italic")
+            lines.append(f"  {safe_text(self.overrides)}", style="italic")
         self.header.update(lines)
 
     def refresh_footer(self) -> None:
@@ -165,7 +169,7 @@ class ModelPane(Vertical):
                 parts.append(f"{self.last.tokens_per_s:.1f} t/s")
             parts.append(f"{self.last.completion_tokens} tok")
         parts.append(f"ctx {used}/{size}")
-        self.footer.update(" · ".join(parts), layout=False)
+        self.footer.update(Text(" · ".join(parts)), layout=False)
 
     def show_error(self, message: str) -> None:
         self.state = "error"
