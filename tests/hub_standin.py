@@ -135,8 +135,15 @@ class _Handler(BaseHTTPRequestHandler):
                 hub._cut_done = True
                 sent = max(0, min(length, size // 2 - start))
         etag = f'"{hub.etags[key]}"'
-        headers = {"X-Repo-Commit": commit, "ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": str(size),
-                   "Content-Length": str(length), "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+        headers = {
+            "X-Repo-Commit": commit,
+            "ETag": etag,
+            "X-Linked-Etag": etag,
+            "X-Linked-Size": str(size),
+            "Content-Length": str(length),
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+        }
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         self._reply(status, headers)

@@ -8,6 +8,7 @@ reset. It records every request so tests can check the history and parameters se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from tui.cards import ModelCard, Source
@@ -23,13 +24,29 @@ def echo_script(card: ModelCard) -> Script:
 
 
 def card(card_id: str, params: int, name: str | None = None) -> ModelCard:
-    return ModelCard(id=card_id, name=name or card_id, family="Scripted", params=params, quant="Q4_0",
-                     size=params // 2, sha256="0" * 64, context=2048, sources=(Source(path="/dev/null"),))
+    return ModelCard(
+        id=card_id,
+        name=name or card_id,
+        family="Scripted",
+        params=params,
+        quant="Q4_0",
+        size=params // 2,
+        sha256="0" * 64,
+        context=2048,
+        sources=(Source(path="/dev/null"),),
+    )
 
 
 class ScriptedModel:
-    def __init__(self, card: ModelCard, *, script: Script | None = None, delay: float = 0.0,
-                 load_delay: float = 0.0, load_error: str | None = None) -> None:
+    def __init__(
+        self,
+        card: ModelCard,
+        *,
+        script: Script | None = None,
+        delay: float = 0.0,
+        load_delay: float = 0.0,
+        load_error: str | None = None,
+    ) -> None:
         self.card = card
         self.state: State = "waiting"
         self.error: str | None = None
@@ -58,14 +75,20 @@ class ScriptedModel:
         text = ""
         for n, word in enumerate(words):
             if self.delay:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cancelled.wait(), self.delay)
-                except TimeoutError:
-                    pass
             if self._cancelled.is_set():
                 self.state = "ready"
-                yield Finished("cancelled", "cancelled", text.strip(), prompt_tokens, 0, n,
-                               ttft_s=self.delay if n else None, elapsed_s=self.delay * n)
+                yield Finished(
+                    "cancelled",
+                    "cancelled",
+                    text.strip(),
+                    prompt_tokens,
+                    0,
+                    n,
+                    ttft_s=self.delay if n else None,
+                    elapsed_s=self.delay * n,
+                )
                 return
             if n == 0:
                 yield FirstToken(self.delay)
@@ -75,9 +98,17 @@ class ScriptedModel:
         self.state = "ready"
         self.n_past = prompt_tokens + len(words)
         # Nominal rather than measured numbers, so that screenshots are the same every run.
-        yield Finished("done", "stop" if len(words) < request.params.max_tokens else "length", text,
-                       prompt_tokens, 0, len(words), ttft_s=self.delay, tokens_per_s=1 / self.delay if self.delay else None,
-                       elapsed_s=self.delay * len(words))
+        yield Finished(
+            "done",
+            "stop" if len(words) < request.params.max_tokens else "length",
+            text,
+            prompt_tokens,
+            0,
+            len(words),
+            ttft_s=self.delay,
+            tokens_per_s=1 / self.delay if self.delay else None,
+            elapsed_s=self.delay * len(words),
+        )
 
     async def cancel(self) -> None:
         self._cancelled.set()

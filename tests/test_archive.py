@@ -16,30 +16,54 @@ from unittest import mock
 
 import pytest
 
-from tui import archive, transcript
+from tui import archive, transcript, transcript_search
 from tui.history import SessionRecord, load_record
 from tui.transcript import TranscriptWriter, append_event
 
-MODELS = [{"id": "tiny-135m", "name": "Tiny", "params": 135_000_000},
-          {"id": "big-1.5b", "name": "Big", "params": 1_500_000_000}]
+MODELS = [
+    {"id": "tiny-135m", "name": "Tiny", "params": 135_000_000},
+    {"id": "big-1.5b", "name": "Big", "params": 1_500_000_000},
+]
 LATE = {"id": "late-360m", "name": "Late", "params": 360_000_000}
 
 
-def write_session(directory: Path, prompts: list[str], *, created: str = "2026-03-01T10:00:00+01:00",
-                  lineup: str = "offline", scenario: str | None = None, reply: str = "Reply {n} from {model}.",
-                  extra: list[dict[str, Any]] | None = None, name: str | None = None) -> Path:
+def write_session(
+    directory: Path,
+    prompts: list[str],
+    *,
+    created: str = "2026-03-01T10:00:00+01:00",
+    lineup: str = "offline",
+    scenario: str | None = None,
+    reply: str = "Reply {n} from {model}.",
+    extra: list[dict[str, Any]] | None = None,
+    name: str | None = None,
+) -> Path:
     """A transcript written by the real writer, created at `created`; every model answers
     every prompt with `reply` (formatted with the turn number and model id)."""
-    header = {"lineup": lineup, "models": MODELS, "system": "Be brief.",
-              "scenario": {"id": scenario, "title": scenario} if scenario else None}
+    header = {
+        "lineup": lineup,
+        "models": MODELS,
+        "system": "Be brief.",
+        "scenario": {"id": scenario, "title": scenario} if scenario else None,
+    }
     with mock.patch.object(transcript, "now", lambda: created):
         writer = TranscriptWriter(directory, header, name=name)
         for n, prompt in enumerate(prompts, start=1):
             writer.write({"type": "user", "turn": n, "text": prompt})
             for card in reversed(MODELS):  # the big model answers first: show must still order by size
-                writer.write({"type": "reply", "turn": n, "model": card["id"], "status": "done",
-                              "finish_reason": "stop", "text": reply.format(n=n, model=card["id"]),
-                              "completion_tokens": 7, "ttft_s": 0.25, "tokens_per_s": 12.5})
+                writer.write(
+                    {
+                        "type": "reply",
+                        "turn": n,
+                        "model": card["id"],
+                        "status": "done",
+                        "finish_reason": "stop",
+                        "text": reply.format(n=n, model=card["id"]),
+                        "completion_tokens": 7,
+                        "ttft_s": 0.25,
+                        "tokens_per_s": 12.5,
+                    }
+                )
         for event in extra or []:
             writer.write(event)
         writer.close()
@@ -78,8 +102,14 @@ def test_listing_newest_first_with_summaries(folder: Path, index: Path) -> None:
     """Newest first by the header's time, offsets included (not by file name); models added
     mid-session count; examples/ sessions have ids examples/<stem>."""
     older = write_session(folder, ["What movie is this? 🦁"], created="2026-03-02T01:00:00+01:00", name="b")
-    newer = write_session(folder, ["Two", "turns"], created="2026-03-01T23:30:00-05:00", name="a", scenario="emoji",
-                          extra=[{"type": "models", "added": [LATE], "removed": []}])
+    newer = write_session(
+        folder,
+        ["Two", "turns"],
+        created="2026-03-01T23:30:00-05:00",
+        name="a",
+        scenario="emoji",
+        extra=[{"type": "models", "added": [LATE], "removed": []}],
+    )
     example = write_session(folder / "examples", ["An example"], created="2025-01-01T00:00:00+00:00")
     (folder / "notes.txt").write_text("not a transcript")
     (folder / "dir.jsonl").mkdir()
@@ -121,8 +151,9 @@ def test_index_reused_and_changed_files_read_again(folder: Path, index: Path, co
     assert not any(key.endswith(paths[1].name) for key in json.loads(index.read_text())["sessions"])
 
 
-@pytest.mark.parametrize("content", ["{not json", "[]", '{"version": 1, "sessions": []}', '{"version": 99, "sessions": {}}',
-                                     ""])
+@pytest.mark.parametrize(
+    "content", ["{not json", "[]", '{"version": 1, "sessions": []}', '{"version": 99, "sessions": {}}', ""]
+)
 def test_damaged_index_is_rebuilt(folder: Path, index: Path, count_reads: list[Path], content: str) -> None:
     path = write_session(folder, ["Hello"])
     index.write_text(content)
@@ -154,7 +185,7 @@ def test_index_is_private_and_written_whole(folder: Path, index: Path) -> None:
     def listing() -> None:
         try:
             assert len(archive.list_sessions(folder, index=index)) == 20
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=listing) for _ in range(6)]
@@ -183,12 +214,13 @@ DAMAGED = {  # what read_transcript reports as problems
     "binary": "\x00\xff\xfe garbage\n",
     "newer format": '{"type":"session","format":99,"created":"not a date"}\n{"type":"hologram"}\n',
 }
+HI = '{"type":"user","turn":1,"text":"hi"}\n'  # the user turn of each transcript below
 WRONG_TYPES = {  # fields of the wrong type, which the read model may trip over
-    "turn is a list": '{"type":"session"}\n{"type":"user","turn":1,"text":"hi"}\n{"type":"reply","turn":[1],"model":"a"}\n',
-    "mark model is a list": '{"type":"session"}\n{"type":"user","turn":1,"text":"hi"}\n{"type":"mark","turn":1,"model":[1]}\n',
-    "added is a number": '{"type":"session"}\n{"type":"user","turn":1,"text":"hi"}\n{"type":"models","added":5}\n',
-    "models is a number": '{"type":"session","models":7}\n{"type":"user","turn":1,"text":"hi"}\n',
-    "infinite params": '{"type":"session","models":[{"id":"a","params":Infinity}]}\n{"type":"user","turn":1,"text":"hi"}\n',
+    "turn is a list": '{"type":"session"}\n' + HI + '{"type":"reply","turn":[1],"model":"a"}\n',
+    "mark model is a list": '{"type":"session"}\n' + HI + '{"type":"mark","turn":1,"model":[1]}\n',
+    "added is a number": '{"type":"session"}\n' + HI + '{"type":"models","added":5}\n',
+    "models is a number": '{"type":"session","models":7}\n' + HI,
+    "infinite params": '{"type":"session","models":[{"id":"a","params":Infinity}]}\n' + HI,
 }
 
 
@@ -215,13 +247,27 @@ def test_damaged_transcripts_are_listed(folder: Path, index: Path) -> None:
 @pytest.fixture
 def corpus(folder: Path) -> dict[str, Path]:
     return {
-        "emoji": write_session(folder, ["What movie do these emoji describe? 🦁👑"], created="2026-01-10T09:00:00+01:00",
-                               scenario="emoji-movies", reply="It is The Lion King, {model}."),
-        "shell": write_session(folder, ["Act as a Linux terminal. pwd"], created="2026-02-20T23:59:00+01:00",
-                               scenario="linux-terminal", lineup="smollm2",
-                               reply='He said "hi" to C:\\temp\\new\n\tthen left.'),
-        "plain": write_session(folder, ["Tell me about Ünïcode", "More?", "And more?", "Still?"],
-                               created="2026-03-05T00:00:00+01:00", reply="Zebras are striped ({n})."),
+        "emoji": write_session(
+            folder,
+            ["What movie do these emoji describe? 🦁👑"],
+            created="2026-01-10T09:00:00+01:00",
+            scenario="emoji-movies",
+            reply="It is The Lion King, {model}.",
+        ),
+        "shell": write_session(
+            folder,
+            ["Act as a Linux terminal. pwd"],
+            created="2026-02-20T23:59:00+01:00",
+            scenario="linux-terminal",
+            lineup="smollm2",
+            reply='He said "hi" to C:\\temp\\new\n\tthen left.',
+        ),
+        "plain": write_session(
+            folder,
+            ["Tell me about Ünïcode", "More?", "And more?", "Still?"],
+            created="2026-03-05T00:00:00+01:00",
+            reply="Zebras are striped ({n}).",
+        ),
     }
 
 
@@ -237,14 +283,14 @@ def test_search_text_in_replies_and_prompts(corpus: dict[str, Path], folder: Pat
     [hit] = archive.search(folder, "emoji describe", index=index)
     assert [(s.turn, s.who, s.text) for s in hit.snippets] == [(1, "user", "What movie do these emoji describe? 🦁👑")]
     [hit] = archive.search(folder, "zebras", index=index)
-    assert len(hit.snippets) == archive.SNIPPETS  # 8 replies say it; the first 3 are shown
+    assert len(hit.snippets) == transcript_search.SNIPPETS  # 8 replies say it; the first 3 are shown
     assert ids(archive.search(folder, "ünï", index=index)) == [corpus["plain"].stem]
     assert archive.search(folder, "quokka", index=index) == []
 
 
 def test_search_terms_that_json_escapes(corpus: dict[str, Path], folder: Path, index: Path) -> None:
     """Quotes, backslashes and newlines are escaped in the file; the search still finds them."""
-    for term in ('"hi"', "C:\\temp\\new", "said \"HI\" to c:\\TEMP", "new\n\tthen"):
+    for term in ('"hi"', "C:\\temp\\new", 'said "HI" to c:\\TEMP', "new\n\tthen"):
         assert ids(archive.search(folder, term, index=index)) == [corpus["shell"].stem], term
 
 
@@ -252,11 +298,14 @@ def test_search_other_writers_escapes(folder: Path, index: Path) -> None:
     """A transcript written with ASCII escapes (another tool) or with letters that only
     match ignoring case by Unicode rules (K, the Kelvin sign) is still found."""
     folder.mkdir()
-    lines = [{"type": "session", "created": "2026-01-01T00:00:00+00:00"},
-             {"type": "user", "turn": 1, "text": "Café crème à la carte, a/b"},
-             {"type": "reply", "turn": 1, "model": "m", "text": "\u212aelvin is a unit, on the Straße"}]
-    (folder / "ascii.jsonl").write_text("".join(json.dumps(line, ensure_ascii=True).replace("/", "\\/") + "\n"
-                                                for line in lines))
+    lines = [
+        {"type": "session", "created": "2026-01-01T00:00:00+00:00"},
+        {"type": "user", "turn": 1, "text": "Café crème à la carte, a/b"},
+        {"type": "reply", "turn": 1, "model": "m", "text": "\u212aelvin is a unit, on the Straße"},
+    ]
+    (folder / "ascii.jsonl").write_text(
+        "".join(json.dumps(line, ensure_ascii=True).replace("/", "\\/") + "\n" for line in lines)
+    )
     for term in ("CAFÉ CRÈME", "a/b", "kelvin"):
         assert ids(archive.search(folder, term, index=index)) == ["ascii"], term
     [hit] = archive.search(folder, "STRASSE", index=index)  # Unicode case folding: ß is ss
@@ -265,8 +314,21 @@ def test_search_other_writers_escapes(folder: Path, index: Path) -> None:
 
 def test_search_ignores_keys_and_metadata(corpus: dict[str, Path], folder: Path, index: Path) -> None:
     """Words that are JSON keys, field values or settings in every file are not matches."""
-    for term in ("turn", "reply", "model", "text", "status", "done", "stop", "offline", "Be brief", "session",
-                 "12.5", '"type"', "emoji-movies"):
+    for term in (
+        "turn",
+        "reply",
+        "model",
+        "text",
+        "status",
+        "done",
+        "stop",
+        "offline",
+        "Be brief",
+        "session",
+        "12.5",
+        '"type"',
+        "emoji-movies",
+    ):
         assert archive.search(folder, term, index=index) == [], term
 
 
@@ -280,16 +342,20 @@ def test_search_filters(corpus: dict[str, Path], folder: Path, index: Path) -> N
     assert ids(archive.search(folder, since="2026-02-20", until="2026-03-05", index=index)) == every[:2]  # inclusive
     assert ids(archive.search(folder, until="2026-02-19", index=index)) == [corpus["emoji"].stem]
     assert ids(archive.search(folder, "zebras", since="2026-03-06", index=index)) == []
-    assert ids(archive.search(folder, "lion", scenario="emoji-movies", model="tiny", index=index)) == [corpus["emoji"].stem]
+    emoji = [corpus["emoji"].stem]
+    assert ids(archive.search(folder, "lion", scenario="emoji-movies", model="tiny", index=index)) == emoji
     assert ids(archive.search(folder, "lion", scenario="linux-terminal", index=index)) == []
 
 
-@pytest.mark.parametrize(("since", "until", "message"), [
-    ("yesterday", None, "--since wants a date as YYYY-MM-DD"),
-    ("2026-02-30", None, "--since wants a date"),
-    (None, "2026-1-1", "--until wants a date"),
-    ("2026-03-02", "2026-03-01", "--since 2026-03-02 is after --until 2026-03-01"),
-])
+@pytest.mark.parametrize(
+    ("since", "until", "message"),
+    [
+        ("yesterday", None, "--since wants a date as YYYY-MM-DD"),
+        ("2026-02-30", None, "--since wants a date"),
+        (None, "2026-1-1", "--until wants a date"),
+        ("2026-03-02", "2026-03-01", "--since 2026-03-02 is after --until 2026-03-01"),
+    ],
+)
 def test_search_bad_dates(folder: Path, index: Path, since: str | None, until: str | None, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         archive.search(folder, since=since, until=until, index=index)
@@ -318,8 +384,22 @@ def test_resolve_ids_and_prefixes(folder: Path) -> None:
     assert b.exists()
 
 
-@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "examples/../../x", "a/b", "x\x00y", "..", "examples/..",
-                                 "..\\x", "examples/a/b", "~/x", "./x"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../x",
+        "/etc/passwd",
+        "examples/../../x",
+        "a/b",
+        "x\x00y",
+        "..",
+        "examples/..",
+        "..\\x",
+        "examples/a/b",
+        "~/x",
+        "./x",
+    ],
+)
 def test_resolve_refuses_paths(folder: Path, tmp_path: Path, bad: str) -> None:
     write_session(folder, ["x"])
     (tmp_path / "x.jsonl").write_text((folder / os.listdir(folder)[0]).read_text())  # a real transcript outside
@@ -351,9 +431,15 @@ def test_safe_output_path(tmp_path: Path) -> None:
     existing.write_text("keep me")
     assert archive.safe_output_path(str(tmp_path / "new.md")) == tmp_path / "new.md"
     assert archive.safe_output_path(str(existing), force=True) == existing
-    for bad, message in [(str(tmp_path), "is a folder"), (f"{tmp_path}/sub/", "is a folder"),
-                         (str(existing), "exists; add --force"), ("a\x00b", "NUL"), ("", "give a file name"),
-                         (str(tmp_path / "missing" / "x.md"), "does not exist"), ("/dev/null", "not a regular file")]:
+    for bad, message in [
+        (str(tmp_path), "is a folder"),
+        (f"{tmp_path}/sub/", "is a folder"),
+        (str(existing), "exists; add --force"),
+        ("a\x00b", "NUL"),
+        ("", "give a file name"),
+        (str(tmp_path / "missing" / "x.md"), "does not exist"),
+        ("/dev/null", "not a regular file"),
+    ]:
         with pytest.raises(ValueError, match=message):
             archive.safe_output_path(bad, force=bad == "/dev/null")
     assert existing.read_text() == "keep me"
@@ -383,8 +469,9 @@ def test_write_output(tmp_path: Path) -> None:
 
 
 def ladder(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tui", *args], capture_output=True, text=True, env=dict(os.environ), timeout=120
+    )
 
 
 def test_cli_list(corpus: dict[str, Path], folder: Path) -> None:
@@ -409,10 +496,14 @@ def test_cli_list_uses_local_sessions_folder(tmp_path: Path) -> None:
 
 
 def test_cli_show(folder: Path) -> None:
-    path = write_session(folder, ["Guess: 🦁👑"], scenario="emoji-movies", reply="The Lion King \x1b[2J ({model})", extra=[
+    marks = [
         {"type": "mark", "turn": 1, "model": "tiny-135m", "best": True},
         {"type": "note", "turn": 1, "model": "tiny-135m", "text": "spot on"},
-        {"type": "note", "turn": 1, "text": "an easy one"}])
+        {"type": "note", "turn": 1, "text": "an easy one"},
+    ]
+    path = write_session(
+        folder, ["Guess: 🦁👑"], scenario="emoji-movies", reply="The Lion King \x1b[2J ({model})", extra=marks
+    )
     lines = path.read_text().splitlines()
     reply = json.loads(lines[2])
     reply["check"] = {"kind": "answer", "passed": True, "reason": "found 'The Lion King'"}
@@ -424,7 +515,7 @@ def test_cli_show(folder: Path) -> None:
     out = result.stdout
     assert "\x1b" not in out and "␛[2J" in out
     assert out.index("Guess: 🦁👑") < out.index("Tiny [tiny-135m]:") < out.index("Big [big-1.5b]:")  # by size
-    assert "done/stop · 7 tokens · TTFT 0.25s · 12.5 tokens/s · ★ best" in out
+    assert "stop · 7 tok · TTFT 0.25s · 12.5 t/s · ★ best" in out  # the stats as the pane shows them
     assert "✓ found 'The Lion King'" in out
     assert "note: spot on" in out and "note: an easy one" in out and "scenario emoji-movies" in out
     [problem] = result.stderr.splitlines()
@@ -436,12 +527,15 @@ def test_cli_search(corpus: dict[str, Path], folder: Path) -> None:
     assert result.returncode == 0, result.stderr
     first, *snippets = result.stdout.splitlines()
     assert first.startswith(corpus["emoji"].stem) and "emoji-movies" in first
-    assert snippets == ["  turn 1, big-1.5b: It is The Lion King, big-1.5b.",
-                        "  turn 1, tiny-135m: It is The Lion King, tiny-135m."]
+    assert snippets == [
+        "  turn 1, big-1.5b: It is The Lion King, big-1.5b.",
+        "  turn 1, tiny-135m: It is The Lion King, tiny-135m.",
+    ]
     nothing = ladder("sessions", "search", "quokka", "--sessions-dir", str(folder))
     assert (nothing.returncode, nothing.stdout) == (1, "no sessions match\n")
-    filtered = ladder("sessions", "search", "--since", "2026-02-01", "--scenario", "linux-terminal",
-                      "--sessions-dir", str(folder))
+    filtered = ladder(
+        "sessions", "search", "--since", "2026-02-01", "--scenario", "linux-terminal", "--sessions-dir", str(folder)
+    )
     assert filtered.stdout.splitlines()[0].startswith(corpus["shell"].stem)
 
 
@@ -462,8 +556,9 @@ def test_cli_export(corpus: dict[str, Path], folder: Path, tmp_path: Path, kind:
     again = ladder("sessions", "export", session, "--format", kind, "-o", str(out), "--sessions-dir", str(folder))
     assert again.returncode == 2 and again.stderr == f"ladder: {out} exists; add --force to overwrite it\n"
     out.write_text("old")
-    forced = ladder("sessions", "export", session, "--format", kind, "-o", str(out), "--force",
-                    "--sessions-dir", str(folder))
+    forced = ladder(
+        "sessions", "export", session, "--format", kind, "-o", str(out), "--force", "--sessions-dir", str(folder)
+    )
     assert forced.returncode == 0 and out.read_text(encoding="utf-8") == text
 
     for to_stdout in ([], ["-o", "-"]):
@@ -472,8 +567,9 @@ def test_cli_export(corpus: dict[str, Path], folder: Path, tmp_path: Path, kind:
 
 
 def test_cli_export_format_from_suffix(corpus: dict[str, Path], folder: Path, tmp_path: Path) -> None:
-    result = ladder("sessions", "export", corpus["emoji"].stem, "-o", str(tmp_path / "x.json"),
-                    "--sessions-dir", str(folder))
+    result = ladder(
+        "sessions", "export", corpus["emoji"].stem, "-o", str(tmp_path / "x.json"), "--sessions-dir", str(folder)
+    )
     assert result.returncode == 0, result.stderr
     json.loads((tmp_path / "x.json").read_text())
 
@@ -491,8 +587,9 @@ BAD = {
 
 
 @pytest.mark.parametrize(("args", "expected"), BAD.values(), ids=BAD.keys())
-def test_cli_bad_input_is_one_line(corpus: dict[str, Path], folder: Path, tmp_path: Path, args: list[str],
-                                   expected: str) -> None:
+def test_cli_bad_input_is_one_line(
+    corpus: dict[str, Path], folder: Path, tmp_path: Path, args: list[str], expected: str
+) -> None:
     result = ladder("sessions", *(arg.format(tmp=tmp_path) for arg in args), "--sessions-dir", str(folder))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [line] = result.stderr.splitlines()

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,10 +18,12 @@ from typing import TextIO
 
 import pytest
 from test_gguf import GGML_F32, STR, build_gguf
+from waiting import wait_for
 
-from tui.ask import STDIN_LIMIT, LabelledLines, prompt_text, summary_table, table
 from tui.cards import card_from_record
-from tui.cli import UsageError
+from tui.commands.ask import STDIN_LIMIT, LabelledLines, prompt_text, summary_table
+from tui.commands.options import UsageError
+from tui.commands.output import table
 from tui.engine.events import Finished
 
 SMOL = "smollm2-135m-instruct"
@@ -31,15 +32,33 @@ SMOL = "smollm2-135m-instruct"
 def ladder(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """`ladder ARGS`, with `stdin` piped in, else no standard input: `ask` reads a piped one, and
     must never wait on the test runner's."""
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
-                          env=os.environ, timeout=300, input=stdin,
-                          stdin=subprocess.DEVNULL if stdin is None else None)
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=300,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+    )
 
 
-@pytest.mark.usefixtures("offline_models")
+@pytest.mark.model
 def test_ask_streams_prints_a_summary_and_saves_a_transcript(tmp_path: Path) -> None:
-    result = ladder("ask", "--model", SMOL, "--max-tokens", "16", "--seed", "5", "--temperature", "0",
-                    "--sessions-dir", str(tmp_path / "s"), "What is two plus two?")
+    result = ladder(
+        "ask",
+        "--model",
+        SMOL,
+        "--max-tokens",
+        "16",
+        "--seed",
+        "5",
+        "--temperature",
+        "0",
+        "--sessions-dir",
+        str(tmp_path / "s"),
+        "What is two plus two?",
+    )
     assert result.returncode == 0, result.stderr
     assert "SmolLM2 135M Instruct │ " in result.stdout
     assert "TTFT" in result.stdout and "tokens/s" in result.stdout and "135M" in result.stdout
@@ -53,7 +72,7 @@ def test_ask_streams_prints_a_summary_and_saves_a_transcript(tmp_path: Path) -> 
     assert reply["text"] and reply["text"].split()[0] in result.stdout
 
 
-@pytest.mark.usefixtures("offline_models")
+@pytest.mark.model
 def test_ask_json_gives_one_event_per_line(tmp_path: Path) -> None:
     result = ladder("ask", "--json", "--model", SMOL, "--max-tokens", "8", "--sessions-dir", str(tmp_path), "Hi")
     assert result.returncode == 0, result.stderr
@@ -63,12 +82,14 @@ def test_ask_json_gives_one_event_per_line(tmp_path: Path) -> None:
     assert "".join(e["text"] for e in events if e["event"] == "TextPiece").strip() == events[-1]["text"]
 
 
-@pytest.mark.usefixtures("offline_models")
-def test_ask_exits_non_zero_when_a_model_fails(tmp_path: Path) -> None:
+def test_ask_refuses_a_file_that_is_not_gguf_before_loading_any_model(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a model at all")
     result = ladder("ask", "--model", SMOL, "--model", str(broken), "--max-tokens", "4", "Hi")
-    assert result.returncode == 2 and "Traceback" not in result.stderr  # not a GGUF: refused up front
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()  # no "loading", no traceback
+    assert line.startswith("ladder: ") and "not a GGUF file" in line
+    assert result.stdout == ""
 
 
 def test_labelled_lines_neutralise_escape_sequences_and_wrap() -> None:
@@ -100,6 +121,41 @@ def evil_gguf(tmp_path: Path) -> Path:
     kvs = [("general.architecture", STR, "llama"), ("general.name", STR, "Evil\x1b]0;pwned\x07\x1b[2J")]
     path.write_bytes(build_gguf(kvs, [("a.weight", (8, 4), GGML_F32)]))
     return path
+
+
+@pytest.mark.model
+def test_ask_exits_1_when_a_model_fails_to_load_and_the_others_answer(tmp_path: Path, evil_gguf: Path) -> None:
+    """A lineup of SmolLM2 and a GGUF file that llama.cpp cannot load: SmolLM2's reply is printed
+    and saved, the other model's load error is said, and the exit code says not all answered."""
+    result = ladder(
+        "ask",
+        "--model",
+        SMOL,
+        "--model",
+        str(evil_gguf),
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--sessions-dir",
+        str(tmp_path / "s"),
+        "Hi",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = result.stderr.splitlines()
+    assert errors[-1] == "ladder: 1 of 2 models answered"
+    assert any(line.startswith("ladder: evil: ") for line in errors), errors  # why it did not load
+    assert "SmolLM2 135M Instruct │ " in result.stdout
+    summary = [
+        line.split() for line in result.stdout.splitlines() if line.startswith(("SmolLM2 ", "Evil")) and "│" not in line
+    ]  # the table's rows, not the streamed reply
+    finish = {row[0]: row[-1] for row in summary}
+    assert finish.keys() == {"SmolLM2", "Evil␛]0;pwned␇␛[2J"} and finish["Evil␛]0;pwned␇␛[2J"] == "error"
+    assert finish["SmolLM2"] in ("stop", "length")
+    [transcript] = (tmp_path / "s").glob("*.jsonl")
+    replies = [event for event in map(json.loads, transcript.read_text().splitlines()) if event["type"] == "reply"]
+    assert [(reply["model"], reply["status"]) for reply in replies] == [(SMOL, "done")]
 
 
 def test_ask_prints_a_gguf_name_with_escape_sequences_harmlessly(tmp_path: Path, evil_gguf: Path) -> None:
@@ -209,12 +265,21 @@ def test_prompt_argument_that_is_not_utf8_is_refused() -> None:
         prompt_text(ask_args("caf\udce9"))
 
 
-@pytest.mark.usefixtures("offline_models")
+@pytest.mark.model
 def test_ask_takes_the_prompt_from_a_pipe_and_appends_it_to_the_argument(tmp_path: Path) -> None:
     """`cat notes | ladder ask "summarise this"`, end to end: the turn saved is the argument, a
     blank line and the piped text."""
-    result = ladder("ask", "--model", SMOL, "--max-tokens", "4", "--sessions-dir", str(tmp_path), "Summarise this",
-                    stdin="The cat sat on the mat.\n")
+    result = ladder(
+        "ask",
+        "--model",
+        SMOL,
+        "--max-tokens",
+        "4",
+        "--sessions-dir",
+        str(tmp_path),
+        "Summarise this",
+        stdin="The cat sat on the mat.\n",
+    )
     assert result.returncode == 0, result.stderr
     [transcript] = tmp_path.glob("*.jsonl")
     user = next(json.loads(line) for line in transcript.read_text().splitlines() if '"type": "user"' in line)
@@ -222,11 +287,17 @@ def test_ask_takes_the_prompt_from_a_pipe_and_appends_it_to_the_argument(tmp_pat
 
 
 def test_ask_refuses_stdin_that_is_not_utf8_before_writing_anything(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "tui.cli", "ask", "--sessions-dir", str(tmp_path / "s")],
-                            input=b"caf\xe9", capture_output=True, env=os.environ, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "ask", "--sessions-dir", str(tmp_path / "s")],
+        input=b"caf\xe9",
+        capture_output=True,
+        env=os.environ,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.decode().splitlines() == [
-        "ladder: standard input is not valid UTF-8 (byte 0xe9 at offset 3); convert it first, e.g. with iconv"]
+        "ladder: standard input is not valid UTF-8 (byte 0xe9 at offset 3); convert it first, e.g. with iconv"
+    ]
     assert not (tmp_path / "s").exists()
 
 
@@ -242,9 +313,15 @@ def start_ask(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], queue.
     arrive in the queue, its stderr goes to a file."""
     stderr = tmp_path / "stderr"
     with open(stderr, "w") as err:
-        process = subprocess.Popen([sys.executable, "-m", "tui.cli", "ask", *args], stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=err, text=True, env=os.environ,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tui.cli", "ask", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=os.environ,
+            start_new_session=True,
+        )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     return process, lines, stderr
@@ -261,13 +338,24 @@ def interrupt(process: subprocess.Popen[str]) -> int:
             process.wait()
 
 
-@pytest.mark.usefixtures("offline_models")
+@pytest.mark.model
 def test_ctrl_c_cancels_the_reply_saves_it_as_cancelled_and_exits_130(tmp_path: Path) -> None:
     log = worker_log(SMOL)
     log_start = log.stat().st_size if log.exists() else 0
-    process, lines, stderr = start_ask(tmp_path, "--model", SMOL, "--max-tokens", "400", "--temperature", "0",
-                                       "--seed", "1", "--sessions-dir", str(tmp_path / "s"),
-                                       "Write a long story about a dragon who learns to sail.")
+    process, lines, stderr = start_ask(
+        tmp_path,
+        "--model",
+        SMOL,
+        "--max-tokens",
+        "400",
+        "--temperature",
+        "0",
+        "--seed",
+        "1",
+        "--sessions-dir",
+        str(tmp_path / "s"),
+        "Write a long story about a dragon who learns to sail.",
+    )
     try:
         while "│" not in lines.get(timeout=120):  # the reply is streaming
             pass
@@ -285,15 +373,13 @@ def test_ctrl_c_cancels_the_reply_saves_it_as_cancelled_and_exits_130(tmp_path: 
     assert "Traceback" not in new_log and "KeyboardInterrupt" not in new_log
 
 
-@pytest.mark.usefixtures("offline_models")
+@pytest.mark.model
 def test_ctrl_c_while_loading_exits_130_without_a_traceback(tmp_path: Path) -> None:
     log = worker_log(SMOL)
     log_start = log.stat().st_size if log.exists() else 0
     process, _, stderr = start_ask(tmp_path, "--model", SMOL, "--sessions-dir", str(tmp_path / "s"), "Hi")
     try:
-        deadline = time.monotonic() + 120
-        while "loading" not in stderr.read_text() and time.monotonic() < deadline:
-            time.sleep(0.01)  # polling for the condition, not waiting a fixed time
+        wait_for(lambda: "loading" in stderr.read_text(), timeout=120, what="the models to start loading")
     finally:
         code = interrupt(process)
     errors = stderr.read_text()

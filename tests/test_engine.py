@@ -6,11 +6,12 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from waiting import eventually
 
 from tui import store
 from tui.cards import ModelCard, Source, load_catalog
@@ -18,7 +19,7 @@ from tui.engine.base import ModelLoadError
 from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece, TurnRequest
 from tui.engine.local import Engine, LocalModel
 
-pytestmark = pytest.mark.usefixtures("offline_models")
+pytestmark = pytest.mark.model
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, seed=1)
 
@@ -38,14 +39,6 @@ async def collect(model: LocalModel, request: TurnRequest) -> list[object]:
 
 async def collect_rest(stream: AsyncIterator[object]) -> list[object]:
     return [event async for event in stream]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition, polling; fails the test if it does not hold within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for a condition"
-        await asyncio.sleep(0.02)
 
 
 async def loaded(engine: Engine, card: ModelCard) -> LocalModel:
@@ -82,8 +75,9 @@ async def test_same_seed_same_reply_and_seed_matters(smol: ModelCard) -> None:
         replies = []
         for seed in (42, 42, 7):
             await model.reset()
-            events = await collect(model, TurnRequest(user("Tell me a story about a cat."),
-                                                      params.with_changes({"seed": seed})))
+            events = await collect(
+                model, TurnRequest(user("Tell me a story about a cat."), params.with_changes({"seed": seed}))
+            )
             replies.append(events[-1].text)
         assert replies[0] == replies[1]
         assert replies[0] != replies[2]
@@ -111,8 +105,9 @@ async def test_cancel_during_generation_stops_quickly(smol: ModelCard) -> None:
     engine = Engine()
     try:
         model = await loaded(engine, smol)
-        request = TurnRequest(user("Write a very long essay about rivers."),
-                              SamplingParams(temperature=0.0, max_tokens=2000, seed=1))
+        request = TurnRequest(
+            user("Write a very long essay about rivers."), SamplingParams(temperature=0.0, max_tokens=2000, seed=1)
+        )
         stream = model.turn(request)
         pieces = 0
         async for event in stream:
@@ -142,7 +137,9 @@ async def test_cancel_during_prompt_processing_stops_quickly(smol: ModelCard) ->
         stream = model.turn(TurnRequest(user(long_prompt), GREEDY))
         first = await stream.__anext__()
         assert isinstance(first, PromptReady) and first.prompt_tokens > 3000
-        await asyncio.sleep(0.2)  # well inside the several seconds the prompt takes
+        # The prompt step holds cores for the several seconds it takes (the lanes' state is
+        # read only to know the worker is inside it).
+        await eventually(lambda: engine.lanes._holding[model._slot] > 0, what="the prompt step to start")
         cancelled_at = time.perf_counter()
         await model.cancel()
         rest = [event async for event in stream]
@@ -160,8 +157,9 @@ async def test_killing_one_worker_leaves_the_other_answering(smol: ModelCard) ->
     twin = replace(smol, id="smollm2-twin", name="SmolLM2 twin")
     try:
         victim, survivor = await loaded(engine, smol), await loaded(engine, twin)
-        request = TurnRequest(user("Write a long poem about the sea."),
-                              SamplingParams(temperature=0.0, max_tokens=64, seed=1))
+        request = TurnRequest(
+            user("Write a long poem about the sea."), SamplingParams(temperature=0.0, max_tokens=64, seed=1)
+        )
         victim_stream, survivor_task = victim.turn(request), asyncio.create_task(collect(survivor, request))
         streamed = []
         async for event in victim_stream:
@@ -199,7 +197,7 @@ async def test_a_bad_file_fails_only_that_model(smol: ModelCard, tmp_path: Path)
         with pytest.raises(ModelLoadError, match="could not load"):
             await broken_model.load()
         # The worker exits after saying why; its exit does not replace the reason with "exit code 0".
-        await until(lambda: broken_model._slot is None)  # the exit is handled: its slot is given back
+        await eventually(lambda: broken_model._slot is None, what="the exit to be handled: its slot given back")
         assert broken_model.state == "error" and broken_model.error.startswith("could not load")
         events = await collect(good, TurnRequest(user("Hi"), GREEDY))
         assert events[-1].status == "done"
@@ -229,8 +227,11 @@ async def test_a_worker_killed_by_an_unnamed_signal_is_reported(smol: ModelCard)
     engine = Engine()
     try:
         model = await loaded(engine, smol)
-        stream = model.turn(TurnRequest(user("Write a long poem about the sea."),
-                                        SamplingParams(temperature=0.0, max_tokens=500, seed=1)))
+        stream = model.turn(
+            TurnRequest(
+                user("Write a long poem about the sea."), SamplingParams(temperature=0.0, max_tokens=500, seed=1)
+            )
+        )
         async for event in stream:
             if isinstance(event, TextPiece):
                 break
@@ -270,8 +271,15 @@ async def test_generation_stops_when_the_context_is_full(smol: ModelCard) -> Non
     engine = Engine()
     try:
         model = await loaded(engine, replace(smol, context=256))
-        done = (await collect(model, TurnRequest(user("Write a very long essay about rivers."),
-                                                  SamplingParams(temperature=0.0, max_tokens=1000, seed=1))))[-1]
+        done = (
+            await collect(
+                model,
+                TurnRequest(
+                    user("Write a very long essay about rivers."),
+                    SamplingParams(temperature=0.0, max_tokens=1000, seed=1),
+                ),
+            )
+        )[-1]
         assert done.status == "done" and done.finish_reason == "context"
         assert done.prompt_tokens + done.completion_tokens >= 250
     finally:

@@ -17,35 +17,82 @@ from tui.history import load_record
 from tui.transcript import TranscriptWriter, append_event, read_transcript
 
 CARDS = [  # saved out of order: exports show them smallest first, as history sorts them
-    {"id": "qwen-1.5b", "name": "Qwen2.5 Coder 1.5B", "family": "Qwen2.5 Coder", "params": 1_543_714_304,
-     "quant": "Q4_K_M", "size": 1_117_320_544, "sha256": "a" * 64},
-    {"id": "smol-135m", "name": "SmolLM2 135M", "family": "SmolLM2", "params": 134_515_008,
-     "quant": "Q4_1", "size": 98_362_432, "sha256": "0123456789abcdef" * 4},
-    {"id": "gemma-270m", "name": "Gemma 3 270M", "family": "Gemma 3", "params": 268_098_176,
-     "quant": "Q4_K_M", "size": 253_114_048, "sha256": None},
+    {
+        "id": "qwen-1.5b",
+        "name": "Qwen2.5 Coder 1.5B",
+        "family": "Qwen2.5 Coder",
+        "params": 1_543_714_304,
+        "quant": "Q4_K_M",
+        "size": 1_117_320_544,
+        "sha256": "a" * 64,
+    },
+    {
+        "id": "smol-135m",
+        "name": "SmolLM2 135M",
+        "family": "SmolLM2",
+        "params": 134_515_008,
+        "quant": "Q4_1",
+        "size": 98_362_432,
+        "sha256": "0123456789abcdef" * 4,
+    },
+    {
+        "id": "gemma-270m",
+        "name": "Gemma 3 270M",
+        "family": "Gemma 3",
+        "params": 268_098_176,
+        "quant": "Q4_K_M",
+        "size": 253_114_048,
+        "sha256": None,
+    },
 ]
-HEADER = {"app": "ladder 0.1.0", "lineup": "offline", "models": CARDS,
-          "params": {"temperature": 0.7, "top_k": 40, "seed": 7}, "model_params": {"gemma-270m": {"temperature": 0.2}},
-          "system": "Be brief.\nAnswer in English.",
-          "scenario": {"id": "emoji-movies", "title": "Emoji movies", "check": "answer",
-                       "description": "Guess the film from emoji."},
-          "replay_of": "2026-11-28-101503-what-movie"}
+HEADER = {
+    "app": "ladder 0.1.0",
+    "lineup": "offline",
+    "models": CARDS,
+    "params": {"temperature": 0.7, "top_k": 40, "seed": 7},
+    "model_params": {"gemma-270m": {"temperature": 0.2}},
+    "system": "Be brief.\nAnswer in English.",
+    "scenario": {
+        "id": "emoji-movies",
+        "title": "Emoji movies",
+        "check": "answer",
+        "description": "Guess the film from emoji.",
+    },
+    "replay_of": "2026-11-28-101503-what-movie",
+}
 PASSED = {"kind": "answer", "passed": True, "reason": "says Finding Nemo"}
 FAILED = {"kind": "answer", "passed": False, "reason": "expected Finding Nemo"}
 HOSTILE = "Sure!\n# Heading from the model\n```python\nprint('<script>alert(1)</script>')\n</div>"
 
 
 def reply(turn: int, model: str, text: str, status: str = "done", **extra: Any) -> dict[str, Any]:
-    return {"type": "reply", "turn": turn, "model": model, "status": status,
-            "finish_reason": {"done": "stop"}.get(status, status), "text": text,
-            "error": "worker crashed" if status == "error" else None, "prompt_tokens": 20, "cached_tokens": 0,
-            "completion_tokens": 12, "ttft_s": 0.33, "tokens_per_s": 10.7, "elapsed_s": 1.5,
-            "params": {"temperature": 0.7, "seed": 7}, "notices": [], **extra}
+    return {
+        "type": "reply",
+        "turn": turn,
+        "model": model,
+        "status": status,
+        "finish_reason": {"done": "stop"}.get(status, status),
+        "text": text,
+        "error": "worker crashed" if status == "error" else None,
+        "prompt_tokens": 20,
+        "cached_tokens": 0,
+        "completion_tokens": 12,
+        "ttft_s": 0.33,
+        "tokens_per_s": 10.7,
+        "elapsed_s": 1.5,
+        "params": {"temperature": 0.7, "seed": 7},
+        "notices": [],
+        **extra,
+    }
 
 
 EVENTS = [
-    {"type": "user", "turn": 1, "text": "What movie? 🐠🐟\nOne line more.",
-     "item": {"prompt": "What movie? 🐠🐟", "answer": "Finding Nemo", "index": 1}},
+    {
+        "type": "user",
+        "turn": 1,
+        "text": "What movie? 🐠🐟\nOne line more.",
+        "item": {"prompt": "What movie? 🐠🐟", "answer": "Finding Nemo", "index": 1},
+    },
     reply(1, "qwen-1.5b", "It is **Finding Nemo**.", check=PASSED),
     reply(1, "smol-135m", "The Matrix", check=FAILED),
     reply(1, "gemma-270m", "Describe how", status="cancelled"),
@@ -73,8 +120,9 @@ def write(directory: Path, events: list[dict[str, Any]] = EVENTS, header: dict[s
 def headings(markdown: str, *tags: str) -> list[str]:
     """The headings a CommonMark renderer sees (GitHub's Markdown is CommonMark based)."""
     tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
-    return [tokens[n + 1].content for n, token in enumerate(tokens)
-            if token.type == "heading_open" and token.tag in tags]
+    return [
+        tokens[n + 1].content for n, token in enumerate(tokens) if token.type == "heading_open" and token.tag in tags
+    ]
 
 
 def html_blocks(markdown: str) -> list[str]:
@@ -104,8 +152,11 @@ def test_markdown_header_and_turns(tmp_path: Path) -> None:
     assert re.findall(r"^## .*", md, re.M) == ["## Turn 1", "## Turn 2", "## Turn 3", "## Scores"]
     turn1 = md.split("## Turn 1")[1].split("## Turn 2")[0]
     assert "> What movie? 🐠🐟\n> One line more." in turn1 and "**Expected:** Finding Nemo" in turn1
-    assert re.findall(r"^### .*", turn1, re.M) == ["### SmolLM2 135M (135M)", "### Gemma 3 270M (268M)",
-                                                   "### Qwen2.5 Coder 1.5B (1.5B)"]
+    assert re.findall(r"^### .*", turn1, re.M) == [
+        "### SmolLM2 135M (135M)",
+        "### Gemma 3 270M (268M)",
+        "### Qwen2.5 Coder 1.5B (1.5B)",
+    ]
     assert "*stop · 12 tok · TTFT 0.33s · 10.7 t/s · ✓ says Finding Nemo · ★ best*" in turn1
     assert "*stop · 12 tok · TTFT 0.33s · 10.7 t/s · ✗ expected Finding Nemo*" in turn1
     assert "*cancelled · 12 tok" in turn1 and "📝 wrong film" in turn1
@@ -123,20 +174,35 @@ def test_markdown_reply_cannot_break_out(tmp_path: Path) -> None:
     assert before_turn3.count("```") % 2 == 0
     assert "#### Heading from the model" in md and "\n# Heading" not in md
     assert headings(md, "h2", "h3") == [
-        "Turn 1", "SmolLM2 135M (135M)", "Gemma 3 270M (268M)", "Qwen2.5 Coder 1.5B (1.5B)",
-        "Turn 2", "SmolLM2 135M (135M)", "Gemma 3 270M (268M)", "Qwen2.5 Coder 1.5B (1.5B)",
-        "Turn 3", "Qwen2.5 Coder 1.5B (1.5B)", "Scores"]
+        "Turn 1",
+        "SmolLM2 135M (135M)",
+        "Gemma 3 270M (268M)",
+        "Qwen2.5 Coder 1.5B (1.5B)",
+        "Turn 2",
+        "SmolLM2 135M (135M)",
+        "Gemma 3 270M (268M)",
+        "Qwen2.5 Coder 1.5B (1.5B)",
+        "Turn 3",
+        "Qwen2.5 Coder 1.5B (1.5B)",
+        "Scores",
+    ]
     assert html_blocks(md) == []  # "</div>" stays inside the closed code block
 
 
 def test_markdown_contains_tricky_replies(tmp_path: Path) -> None:
     """Longer and tilde fences, setext headings and raw HTML that would never close stay
     inside their reply; HTML inside code is left as written."""
-    events = [{"type": "user", "turn": 1, "text": "x <b>"},
-              reply(1, "smol-135m", "````\n```\nstill code"),
-              reply(1, "gemma-270m", "Title\n===\n<!-- never closed\nClick <details> to see `<b>`\n\n"
-                                     "    #include <stdio.h>\n~~~"),
-              {"type": "user", "turn": 2, "text": "y"}, reply(2, "qwen-1.5b", "fine")]
+    events = [
+        {"type": "user", "turn": 1, "text": "x <b>"},
+        reply(1, "smol-135m", "````\n```\nstill code"),
+        reply(
+            1,
+            "gemma-270m",
+            "Title\n===\n<!-- never closed\nClick <details> to see `<b>`\n\n    #include <stdio.h>\n~~~",
+        ),
+        {"type": "user", "turn": 2, "text": "y"},
+        reply(2, "qwen-1.5b", "fine"),
+    ]
     md = to_markdown(load_record(write(tmp_path, events)))
     assert headings(md, "h1", "h2") == [headings(md, "h1")[0], "Turn 1", "Turn 2"]
     assert html_blocks(md) == [] and "\\<details>" in md and "\\<b>" in md
@@ -187,7 +253,7 @@ def test_html_is_safe_and_one_column_per_model(tmp_path: Path) -> None:
     text = "".join(parser.text)
     assert "✓ says Finding Nemo" in text and "✗ expected Finding Nemo" in text and "★ best" in text
     assert "📝 wrong film" in text and "(no reply this turn)" in cells[2]
-    assert 'white-space:pre-wrap' in page and "Guess the film from emoji." in text
+    assert "white-space:pre-wrap" in page and "Guess the film from emoji." in text
     assert "Replay of:" in text and "2026-11-28-101503-what-movie" in text
 
 

@@ -11,25 +11,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from tui.engine.schedule import Cancelled, Lanes
 
 SPAWN = multiprocessing.get_context("spawn")
 ROOT = Path(__file__).resolve().parent.parent
 BOUND = 30.0  # seconds anything here may take; far more than it needs, so a hang fails instead of waiting forever
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = BOUND) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def finishes(call: Callable[[], Any], timeout: float = BOUND) -> bool:
@@ -121,7 +114,11 @@ def test_workers_killed_at_any_moment_leave_the_lanes_working() -> None:
 
     def all_take_turns() -> None:
         before = list(turns)
-        wait_until(lambda: all(turns[slot] > before[slot] + 20 for slot in workers))
+        wait_for(
+            lambda: all(turns[slot] > before[slot] + 20 for slot in workers),
+            timeout=BOUND,
+            what="every worker to take 20 more turns",
+        )
 
     try:
         for slot in (1, 2, 3):
@@ -168,8 +165,14 @@ def run_app(tmp_path: Path, end: str) -> tuple[subprocess.CompletedProcess[str],
     script = tmp_path / "app.py"
     script.write_text(APP.format(end=end))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    app = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, env=env, start_new_session=True)
+    app = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         out, err = app.communicate(timeout=BOUND * 2)  # the pipes close when the last process holding them exits
     finally:

@@ -1,4 +1,5 @@
-"""The CPU lease (`Lanes`) shared by worker threads and processes, and the scheduling policies."""
+"""The CPU lease (`Lanes`) shared by worker threads and processes, the scheduling policies, and
+the engine's plan for the models it has."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
-from tui.engine.schedule import POLICIES, Cancelled, Lanes, Plan
+from tui.cards import load_catalog
+from tui.engine.local import Engine
+from tui.engine.schedule import DECODE, POLICIES, Cancelled, Lanes, Plan, prefill_priority
 
 SPAWN = multiprocessing.get_context("spawn")
 NEVER = threading.Event()  # a cancel event that is never set
@@ -30,13 +34,6 @@ def take(lanes: Lanes, slot: int, within: float = 2.0) -> None:
 def queued(lanes: Lanes) -> int:
     """How many slots wait (there is no public view of the queue; read only to order the test's steps)."""
     return sum(1 for joined in lanes._joined if joined)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.002)
 
 
 def start(target: Callable[..., Any], *args: Any) -> threading.Thread:
@@ -85,7 +82,7 @@ def test_waiters_served_first_come_first_served() -> None:
     threads = []
     for slot in (3, 1, 2, 5):
         threads.append(start(take_once, slot))
-        wait_until(lambda: queued(lanes) == len(threads))
+        wait_for(lambda: queued(lanes) == len(threads), what="the waiters to queue")
     lanes.release(0)
     for thread in threads:
         thread.join(5)
@@ -107,7 +104,7 @@ def test_cancel_while_waiting() -> None:
             outcome.append(time.monotonic())
 
     thread = start(wait_for_lane)
-    wait_until(lambda: queued(lanes) == 1)
+    wait_for(lambda: queued(lanes) == 1, what="the waiter to queue")
     cancelled_at = time.monotonic()
     cancel.set()
     thread.join(2)
@@ -124,21 +121,23 @@ def test_cancel_while_waiting() -> None:
 def test_cancel_racing_a_grant_loses_no_lane() -> None:
     """Cancel set just as the lane is handed over: whatever wins, the lane is not lost or doubled."""
     lanes = Lanes(SPAWN, 1)
+
+    def wait_for_lane(cancel: threading.Event) -> None:
+        try:
+            lanes.acquire(1, cancel)
+        except Cancelled:
+            return
+        lanes.release(1)
+
     for attempt in range(40):
         take(lanes, 0)
         cancel = threading.Event()
-
-        def wait_for_lane() -> None:
-            try:
-                lanes.acquire(1, cancel)
-            except Cancelled:
-                return
-            lanes.release(1)
-
-        thread = start(wait_for_lane)
-        wait_until(lambda: queued(lanes) == 1)
+        thread = start(wait_for_lane, cancel)
+        wait_for(lambda: queued(lanes) == 1, what="the waiter to queue")
         if attempt % 2:
-            time.sleep(0.05)  # let the waiter sit in its timed wait, so the cancel check runs
+            # Not a wait for a condition: every other round, the race starts later, once the waiter
+            # sits in its timed wait, so that both its cancel check and its wake-up are raced.
+            time.sleep(0.05)
         cancel.set()
         lanes.release(0)
         thread.join(2)
@@ -156,7 +155,7 @@ def test_forget_hands_on_a_held_lane() -> None:
     take(lanes, 0)
     got: list[int] = []
     thread = start(lambda: (take(lanes, 1), got.append(1)))
-    wait_until(lambda: queued(lanes) == 1)
+    wait_for(lambda: queued(lanes) == 1, what="the waiter to queue")
     lanes.forget(0)
     thread.join(2)
     assert got == [1]
@@ -195,16 +194,15 @@ def test_processes_never_overlap() -> None:
     record = SPAWN.Array("i", 4 * cycles, lock=False)
     count = SPAWN.Value("i", 0, lock=False)
     guard = SPAWN.Lock()
-    workers = [SPAWN.Process(target=_take_turns, args=(lanes, slot, record, count, guard, cycles))
-               for slot in (1, 2)]
+    workers = [SPAWN.Process(target=_take_turns, args=(lanes, slot, record, count, guard, cycles)) for slot in (1, 2)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(60)
     assert [worker.exitcode for worker in workers] == [0, 0]
-    entries = list(record[:count.value])
+    entries = list(record[: count.value])
     assert len(entries) == 4 * cycles
-    pairs = list(zip(entries[::2], entries[1::2]))
+    pairs = list(zip(entries[::2], entries[1::2], strict=True))
     assert all(enter > 0 and leave == -enter for enter, leave in pairs), entries
     assert sorted(enter for enter, _ in pairs) == [1] * cycles + [2] * cycles
 
@@ -220,7 +218,8 @@ def test_killed_workers_are_forgotten() -> None:
         holder.start()
         assert holding.wait(30)
         waiter.start()
-        wait_until(lambda: queued(lanes) == 1, timeout=30)  # the kill may land inside the lock: the kernel frees it
+        # The kill below may land inside the lock: the kernel frees it.
+        wait_for(lambda: queued(lanes) == 1, timeout=30, what="the waiter to queue")
     finally:
         for process in (holder, waiter):
             if process.pid is not None:
@@ -236,17 +235,20 @@ def test_killed_workers_are_forgotten() -> None:
 # --- policies -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("policy", "models", "cores", "plan"), [
-    ("baton", 4, 2, Plan(prompt_threads=2, decode_threads=2)),
-    ("baton", 4, 16, Plan(prompt_threads=16, decode_threads=16)),
-    ("split", 4, 2, Plan(prompt_threads=1, decode_threads=1)),
-    ("split", 4, 16, Plan(prompt_threads=4, decode_threads=4)),
-    ("split", 3, 16, Plan(prompt_threads=5, decode_threads=5)),
-    ("split", 1, 2, Plan(prompt_threads=2, decode_threads=2)),
-    ("mixed", 4, 2, Plan(prompt_threads=2, decode_threads=1)),
-    ("mixed", 4, 16, Plan(prompt_threads=16, decode_threads=4)),
-    ("mixed", 1, 8, Plan(prompt_threads=8, decode_threads=8)),
-])
+@pytest.mark.parametrize(
+    ("policy", "models", "cores", "plan"),
+    [
+        ("baton", 4, 2, Plan(prompt_threads=2, decode_threads=2)),
+        ("baton", 4, 16, Plan(prompt_threads=16, decode_threads=16)),
+        ("split", 4, 2, Plan(prompt_threads=1, decode_threads=1)),
+        ("split", 4, 16, Plan(prompt_threads=4, decode_threads=4)),
+        ("split", 3, 16, Plan(prompt_threads=5, decode_threads=5)),
+        ("split", 1, 2, Plan(prompt_threads=2, decode_threads=2)),
+        ("mixed", 4, 2, Plan(prompt_threads=2, decode_threads=1)),
+        ("mixed", 4, 16, Plan(prompt_threads=16, decode_threads=4)),
+        ("mixed", 1, 8, Plan(prompt_threads=8, decode_threads=8)),
+    ],
+)
 def test_policy_plan(policy: str, models: int, cores: int, plan: Plan) -> None:
     """No step runs more threads than cores; baton uses them all, split shares them,
     mixed uses them all for prompts and shares them for tokens."""
@@ -259,27 +261,16 @@ def test_policy_plan(policy: str, models: int, cores: int, plan: Plan) -> None:
 def test_a_step_holds_as_many_cores_as_it_runs_threads() -> None:
     """On 2 cores, two one-thread steps run at once, a two-thread step waits for both,
     and while it waits at the head of the line no one-thread step passes it."""
-    import multiprocessing
-    import threading
-
-    from tui.engine.schedule import Lanes, prefill_priority
-
-    lanes = Lanes(multiprocessing.get_context("spawn"), 2)
-    never = threading.Event()
-    lanes.acquire(0, never, cores=1)
-    lanes.acquire(1, never, cores=1)  # both cores busy now
+    lanes = Lanes(SPAWN, 2)
+    lanes.acquire(0, NEVER, cores=1)
+    lanes.acquire(1, NEVER, cores=1)  # both cores busy now
     got: list[int] = []
-    prompt = threading.Thread(target=lambda: (lanes.acquire(2, never, prefill_priority(100_000, 10), cores=2),
-                                              got.append(2)))
-    prompt.start()
-    import time as clock
-    clock.sleep(0.1)
-    decode = threading.Thread(target=lambda: (lanes.acquire(3, never, cores=1), got.append(3)))
-    decode.start()
-    clock.sleep(0.1)
+    prompt = start(lambda: (lanes.acquire(2, NEVER, prefill_priority(100_000, 10), cores=2), got.append(2)))
+    wait_for(lambda: queued(lanes) == 1, what="the prompt step to queue")
+    decode = start(lambda: (lanes.acquire(3, NEVER, cores=1), got.append(3)))
+    wait_for(lambda: queued(lanes) == 2, what="the decode step to queue")
     lanes.release(0)  # one core free: the prompt at the head still needs two, and the decode may not pass
-    clock.sleep(0.1)
-    assert got == []
+    assert queued(lanes) == 2 and got == []  # release() grants at once, so no grant now is none at all
     lanes.release(1)
     prompt.join(2)
     assert got == [2]
@@ -290,31 +281,50 @@ def test_a_step_holds_as_many_cores_as_it_runs_threads() -> None:
 
 def test_prompt_work_goes_first_least_work_first_then_decode_in_arrival_order() -> None:
     """With the lane busy, waiters are served: prompt work by size, then decode steps FIFO."""
-    import multiprocessing
-    import threading
-    import time as clock
-
-    from tui.engine.schedule import DECODE, Lanes, prefill_priority
-
-    lanes = Lanes(multiprocessing.get_context("spawn"), 1)
-    never = threading.Event()
-    lanes.acquire(0, never)  # slot 0 holds the lane
+    lanes = Lanes(SPAWN, 1)
+    lanes.acquire(0, NEVER)  # slot 0 holds the lane
     order: list[int] = []
 
     def wait(slot: int, priority: int) -> None:
-        lanes.acquire(slot, never, priority)
+        lanes.acquire(slot, NEVER, priority)
         order.append(slot)
         lanes.release(slot)
 
-    requests = [(1, DECODE), (2, prefill_priority(1_500_000_000, 40)), (3, DECODE),
-                (4, prefill_priority(135_000_000, 60)), (5, prefill_priority(135_000_000, 10))]
+    requests = [
+        (1, DECODE),
+        (2, prefill_priority(1_500_000_000, 40)),
+        (3, DECODE),
+        (4, prefill_priority(135_000_000, 60)),
+        (5, prefill_priority(135_000_000, 10)),
+    ]
     threads = []
     for slot, priority in requests:
-        thread = threading.Thread(target=wait, args=(slot, priority))
-        thread.start()
-        threads.append(thread)
-        clock.sleep(0.05)  # arrive in this order
+        threads.append(start(wait, slot, priority))
+        wait_for(lambda: queued(lanes) == len(threads), what="the waiters to queue in this order")
     lanes.release(0)
     for thread in threads:
         thread.join(5)
     assert order == [5, 4, 2, 1, 3]
+
+
+# --- the engine's plan --------------------------------------------------------------------------
+
+
+async def test_the_plan_and_the_spin_setting_count_only_models_not_closed() -> None:
+    """Three models, two closed: the engine plans for one, and one model alone shares no cores."""
+    card = load_catalog().cards["smollm2-135m-instruct"]
+    engine = Engine("mixed", cores=4)  # prompts on all 4 cores, tokens on 4 // models each
+    try:
+        models = [engine.model(card) for _ in range(3)]
+        for model in models:
+            model.state = "ready"  # as if loaded: the plan counts running models
+        assert engine.plan() == Plan(prompt_threads=4, decode_threads=1)
+        assert engine.cores_change_hands()  # three models' 4-thread prompt steps take turns on the cores
+        for model in models[:2]:
+            await model.close()
+        assert engine.models == models[2:]
+        assert engine.plan() == Plan(prompt_threads=4, decode_threads=4)
+        assert not engine.cores_change_hands()  # one model alone keeps its cores
+    finally:
+        await engine.close()
+    assert engine.models == []

@@ -9,17 +9,19 @@ import asyncio
 import errno
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chat_app import LADDER, all_answered, chat, loaded, make_app, reply_text, send
+from scripted import ScriptedModel, card
 from textual.widgets import Input
 from textual.widgets._toast import Toast
+from waiting import until
 
-from scripted import ScriptedModel, card
-from test_app import LADDER, chat, make_app, reply_text, send
 from tui.engine.events import Notice
 from tui.scenario import Scenario
+from tui.screens.save_elsewhere import SaveElsewhereScreen
 from tui.session import Session
 from tui.transcript import TranscriptError, TranscriptWriter, read_transcript
 from tui.widgets.pane import ModelPane
@@ -28,8 +30,9 @@ from tui.widgets.pane import ModelPane
 def mount_tmpfs(where: Path, options: str) -> None:
     where.mkdir()
     try:
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True, timeout=30
+        )
     except OSError as error:
         pytest.skip(f"cannot run mount: {error}")
     if result.returncode != 0:
@@ -64,14 +67,6 @@ def fill(disk: Path) -> Path:
         except OSError as error:
             assert error.errno == errno.ENOSPC
     return filler
-
-
-async def wait_until(condition: Callable[[], bool], pilot) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(200):  # 10 s
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("timed out waiting for a condition")
 
 
 def events_of(path: Path) -> list[dict]:  # type: ignore[type-arg]
@@ -109,7 +104,8 @@ def test_a_full_disk_leaves_saved_lines_whole_and_the_events_are_written_when_sp
 
 
 def test_a_read_only_folder_raises_one_clear_error_and_the_session_can_be_saved_elsewhere(
-        read_only_disk: Path, tmp_path: Path) -> None:
+    read_only_disk: Path, tmp_path: Path
+) -> None:
     writer = TranscriptWriter(read_only_disk, {"lineup": "offline"})
     with pytest.raises(TranscriptError, match=re.escape(f"cannot save to {read_only_disk}: Read-only file system")):
         writer.write({"type": "user", "turn": 1, "text": "hello"})
@@ -131,24 +127,20 @@ def full_disk_app(small_disk: Path, tmp_path: Path):  # type: ignore[no-untyped-
     return app, models
 
 
-async def answered(pilot, turn: int) -> None:  # type: ignore[no-untyped-def]
-    panes = chat(pilot.app).panes.values()
-    await wait_until(lambda: all(p.turn_view(turn) and p.state == "done" and p.streaming is None for p in panes), pilot)
-
-
 async def test_the_app_keeps_running_when_the_disk_fills_and_saves_the_whole_session_elsewhere(
-        small_disk: Path, tmp_path: Path) -> None:
+    small_disk: Path, tmp_path: Path
+) -> None:
     app, _ = full_disk_app(small_disk, tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
-        await pilot.pause(0.2)
+        await loaded(pilot)
         await send(pilot, "first")
-        await answered(pilot, 1)
+        await all_answered(pilot, 1)
         screen = chat(app)
         assert not screen.query_one("#saving-line").display
         original = app.session.transcript.path
         fill(small_disk)
         await send(pilot, "second")
-        await answered(pilot, 2)
+        await all_answered(pilot, 2)
         line = screen.query_one("#saving-line")
         assert line.display and "No space left on device" in str(line.render())
         assert reply_text(screen.panes["big"], 2).endswith("second")  # shown, and kept in memory:
@@ -160,28 +152,35 @@ async def test_the_app_keeps_running_when_the_disk_fills_and_saves_the_whole_ses
         assert [e["type"] for e in saved[5:] + pending] == ["user", "reply", "reply", "reply"] and len(pending) >= 3
 
         await pilot.press("ctrl+s")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: isinstance(app.screen, SaveElsewhereScreen), what="the save-elsewhere dialog")
         app.screen.query_one("#folder", Input).value = str(tmp_path / "elsewhere")
         await pilot.press("enter")
-        await wait_until(lambda: not line.display, pilot)
+        await until(pilot, lambda: not line.display)
         await send(pilot, "third")
-        await answered(pilot, 3)
+        await all_answered(pilot, 3)
     moved = app.session.transcript.path
     assert moved is not None and moved.parent == tmp_path / "elsewhere"
     header, *events = events_of(moved)
     assert [m["id"] for m in header["models"]] == ["tiny", "mid", "big"]
     assert [(e["type"], e["turn"]) for e in events] == [
-        ("user", 1), *[("reply", 1)] * 3, ("user", 2), *[("reply", 2)] * 3, ("user", 3), *[("reply", 3)] * 3]
+        ("user", 1),
+        *[("reply", 1)] * 3,
+        ("user", 2),
+        *[("reply", 2)] * 3,
+        ("user", 3),
+        *[("reply", 3)] * 3,
+    ]
     assert app.unsaved_on_exit is None
 
 
-async def test_a_read_only_sessions_folder_does_not_crash_the_app_on_enter(read_only_disk: Path,
-                                                                          tmp_path: Path) -> None:
+async def test_a_read_only_sessions_folder_does_not_crash_the_app_on_enter(
+    read_only_disk: Path, tmp_path: Path
+) -> None:
     app, _ = make_app(tmp_path, sessions_dir=read_only_disk / "sessions")
     async with app.run_test(size=(200, 50)) as pilot:
-        await pilot.pause(0.2)
+        await loaded(pilot)
         await send(pilot, "hello")
-        await answered(pilot, 1)
+        await all_answered(pilot, 1)
         line = chat(app).query_one("#saving-line")
         reason = f"cannot save to {read_only_disk / 'sessions'}: Read-only file system"
         assert line.display and reason in str(line.render())
@@ -192,20 +191,20 @@ async def test_a_read_only_sessions_folder_does_not_crash_the_app_on_enter(read_
 async def test_the_app_saves_the_waiting_turns_once_space_returns(small_disk: Path, tmp_path: Path) -> None:
     app, _ = full_disk_app(small_disk, tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
-        await pilot.pause(0.2)
+        await loaded(pilot)
         await send(pilot, "first")
-        await answered(pilot, 1)
+        await all_answered(pilot, 1)
         filler = fill(small_disk)
         await send(pilot, "second")
-        await answered(pilot, 2)
+        await all_answered(pilot, 2)
         line = chat(app).query_one("#saving-line")
         assert line.display
         await pilot.press("ctrl+r")  # still full: the line stays
-        await pilot.pause(0.1)
+        await pilot.pause()
         assert line.display and len(app.session.transcript.pending) >= 3
         filler.unlink()
         await pilot.press("ctrl+r")
-        await wait_until(lambda: not line.display, pilot)
+        await until(pilot, lambda: not line.display)
         assert app.session.transcript.pending == []
         events = events_of(app.session.transcript.path)
         assert [(e["type"], e.get("turn")) for e in events[-4:]] == [("user", 2), *[("reply", 2)] * 3]
@@ -214,23 +213,25 @@ async def test_the_app_saves_the_waiting_turns_once_space_returns(small_disk: Pa
 async def test_leaving_with_unsaved_turns_warns_first_and_says_what_was_lost(small_disk: Path, tmp_path: Path) -> None:
     app, _ = full_disk_app(small_disk, tmp_path)
     async with app.run_test(size=(200, 50), notifications=True) as pilot:
-        await pilot.pause(0.2)
+        await loaded(pilot)
         await send(pilot, "first")
-        await answered(pilot, 1)
+        await all_answered(pilot, 1)
         fill(small_disk)
         await send(pilot, "second")
-        await answered(pilot, 2)
+        await all_answered(pilot, 2)
+
+        def warned(again: str) -> bool:
+            return any(again in str(toast.render()) for toast in app.screen.query(Toast))
+
         await pilot.press("f4")  # a new session would drop the unsaved turn: warned, nothing happens
-        await pilot.pause(0.2)
+        await until(pilot, lambda: warned("F4 again"), what="the warning")
         assert chat(app).panes["tiny"].turn_view(2) is not None and len(app.session.conversation.user_turns) == 2
         await pilot.press("ctrl+q")  # warned again, for quitting
-        await pilot.pause(0.2)
+        await until(pilot, lambda: warned("Ctrl+Q again"), what="the warning")
         assert app.is_running and chat(app).panes["tiny"].turn_view(2) is not None
-        warnings = [str(toast.render()) for toast in app.screen.query(Toast)]
-        assert any("F4 again" in text for text in warnings) and any("Ctrl+Q again" in text for text in warnings)
         unsaved = len(app.session.transcript.pending)
         await pilot.press("ctrl+q")
-        await wait_until(lambda: not app.is_running, pilot)
+        await until(pilot, lambda: not app.is_running)
     assert unsaved >= 3 and app.unsaved_on_exit is not None
     assert app.unsaved_on_exit.startswith(f"{unsaved} event(s) of this session were not saved: cannot save to ")
     assert app.unsaved_on_exit.endswith("No space left on device")
@@ -246,20 +247,20 @@ async def test_replies_ending_after_a_new_session_began_are_not_saved_in_it(tmp_
     named after the new session."""
     app, models = make_app(tmp_path, delay=0.05)
     async with app.run_test(size=(200, 50)) as pilot:
-        await pilot.pause(0.2)
+        await loaded(pilot)
         screen = chat(app)
         await send(pilot, "old question here")
-        await wait_until(lambda: all(p.state == "streaming" for p in screen.panes.values()), pilot)
+        await until(pilot, lambda: all(p.state == "streaming" for p in screen.panes.values()))
         old = app.session.transcript
         if how == "f4":
             await pilot.press("f4")
         else:
             await screen.start_scenario(Scenario(id="fresh-start", title="Fresh", description="A new start"))
-        await wait_until(lambda: all(m.state == "ready" for m in models.values()), pilot)
+        await until(pilot, lambda: all(m.state == "ready" for m in models.values()))
         for model in models.values():
             model.delay = 0.0
         await send(pilot, "new question")
-        await answered(pilot, 1)
+        await all_answered(pilot, 1)
         assert all("old question" not in reply_text(p, 1) for p in screen.panes.values())
     new = app.session.transcript.path
     assert new is not None and new != old.path
@@ -270,8 +271,10 @@ async def test_replies_ending_after_a_new_session_began_are_not_saved_in_it(tmp_
     assert (header["scenario"] or {}).get("id") == (None if how == "f4" else "fresh-start")
     assert [(e["type"], e["turn"]) for e in events] == [("user", 1), *[("reply", 1)] * 3]
     assert all(e["text"].endswith("new question") for e in events)
-    assert all(list(replies) == [1] and replies[1].endswith("new question")
-               for replies in app.session.conversation.replies.values())
+    assert all(
+        list(replies) == [1] and replies[1].endswith("new question")
+        for replies in app.session.conversation.replies.values()
+    )
 
 
 # --- Esc before the model has started its turn ---------------------------------------------------
@@ -292,8 +295,9 @@ async def test_a_cancel_before_the_model_starts_its_turn_cancels_the_reply(tmp_p
     assert (reply["type"], reply["status"], reply["turn"]) == ("reply", "cancelled", 1)
 
 
-async def test_escape_while_a_turn_is_on_its_way_to_the_model_cancels_it(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_escape_while_a_turn_is_on_its_way_to_the_model_cancels_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The turn has left the model's queue but the model is not busy yet (the pane is still
     being set up): Esc then must cancel it, not let it run to the end."""
     gate, held = asyncio.Event(), []
@@ -307,17 +311,20 @@ async def test_escape_while_a_turn_is_on_its_way_to_the_model_cancels_it(tmp_pat
     monkeypatch.setattr(ModelPane, "begin", held_begin)
     app, models = make_app(tmp_path, delay=0.05)
     async with app.run_test(size=(200, 50)) as pilot:
-        await pilot.pause(0.2)
+        await loaded(pilot)
         await send(pilot, "hold this turn")
-        await wait_until(lambda: len(held) == len(LADDER), pilot)
+        await until(pilot, lambda: len(held) == len(LADDER))
         await pilot.press("escape")
         gate.set()
         panes = chat(app).panes.values()
-        await wait_until(lambda: all(p.state == "cancelled" for p in panes), pilot)
+        await until(pilot, lambda: all(p.state == "cancelled" for p in panes))
         assert all(model.requests == [] for model in models.values())
     replies = [e for e in events_of(app.session.transcript.path) if e["type"] == "reply"]
-    assert sorted((e["model"], e["status"]) for e in replies) == [("big", "cancelled"), ("mid", "cancelled"),
-                                                                   ("tiny", "cancelled")]
+    assert sorted((e["model"], e["status"]) for e in replies) == [
+        ("big", "cancelled"),
+        ("mid", "cancelled"),
+        ("tiny", "cancelled"),
+    ]
 
 
 # --- text from files is never markup -------------------------------------------------------------
@@ -340,10 +347,10 @@ async def test_markup_in_file_names_scenarios_and_notices_is_shown_literally(tmp
             yield event
 
     async with app.run_test(size=(200, 50), notifications=True) as pilot:
-        await pilot.pause(0.2)
+        await loaded(pilot)
         models["odd"].turn = noticed_turn.__get__(models["odd"])  # type: ignore[method-assign]
         await chat(app).start_scenario(scenario)
-        await wait_until(lambda: chat(app).panes["odd"].state == "done", pilot)
+        await until(pilot, lambda: chat(app).panes["odd"].state == "done")
         assert app.is_running
         shown = [str(toast.render()) for toast in app.screen.query(Toast)]
         assert any(f"{MARKUP}.yaml: not a scenario" in text for text in shown)

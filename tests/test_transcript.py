@@ -91,8 +91,10 @@ def test_garbage_line_is_skipped(tmp_path: Path) -> None:
     path.write_text("".join(lines), encoding="utf-8")
     transcript = read_transcript(path)
     assert [e["type"] for e in transcript.events] == [e["type"] for e in EVENTS]
-    assert transcript.problems == [f"{path.name}: line 3 is not a JSON object; left out",
-                                   f"{path.name}: line 4 is not a JSON object; left out"]
+    assert transcript.problems == [
+        f"{path.name}: line 3 is not a JSON object; left out",
+        f"{path.name}: line 4 is not a JSON object; left out",
+    ]
 
 
 def test_unknown_event_type(tmp_path: Path) -> None:
@@ -106,8 +108,10 @@ def test_unknown_event_type(tmp_path: Path) -> None:
 def test_newer_format(tmp_path: Path) -> None:
     """A transcript from a newer format is read, with one problem saying so."""
     path = tmp_path / "new.jsonl"
-    path.write_text(json.dumps({"type": "session", "format": FORMAT_VERSION + 1}) + "\n"
-                    + json.dumps(EVENTS[0]) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps({"type": "session", "format": FORMAT_VERSION + 1}) + "\n" + json.dumps(EVENTS[0]) + "\n",
+        encoding="utf-8",
+    )
     transcript = read_transcript(path)
     assert transcript.events == [EVENTS[0]]
     assert len(transcript.problems) == 1 and f"format {FORMAT_VERSION + 1}" in transcript.problems[0]

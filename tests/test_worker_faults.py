@@ -10,12 +10,13 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import eventually
 
 from tui import store
 from tui.cards import ModelCard, load_catalog
@@ -25,7 +26,7 @@ from tui.engine.local import Engine, LocalModel
 from tui.engine.prompt import PromptFormatError, make_formatter
 from tui.engine.worker import RENDER_LIMIT, RenderStopped, Worker
 
-pytestmark = pytest.mark.usefixtures("offline_models")
+pytestmark = pytest.mark.model
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16, seed=1)
 LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
@@ -66,14 +67,6 @@ async def loaded(engine: Engine, card: ModelCard) -> LocalModel:
     return model
 
 
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition, polling; fails the test if it does not hold within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for a condition"
-        await asyncio.sleep(0.02)
-
-
 def cpu_seconds(pid: int) -> float:
     """CPU time a process has used (user and system)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -90,8 +83,10 @@ async def test_a_worker_ignores_sigint_from_its_start_and_still_answers(smol: Mo
     try:
         model = engine.model(replace(smol, id="smollm2-sigint"))
         loading = asyncio.create_task(model.load())
-        await until(lambda: model._process is not None and model._process.pid is not None)
-        while not loading.done():
+        await eventually(
+            lambda: model._process is not None and model._process.pid is not None, what="the worker process to start"
+        )
+        while not loading.done():  # Ctrl+C again and again, until the worker is ready
             os.kill(model._process.pid, signal.SIGINT)
             await asyncio.sleep(0.01)
         await loading
@@ -116,7 +111,7 @@ async def test_cancel_stops_a_looping_template_and_the_worker_answers_next(fault
         model = await loaded(engine, faulty)
         before = cpu_seconds(model.pid)
         turn = asyncio.create_task(collect(model, TurnRequest(user("loop"), GREEDY)))
-        await until(lambda: cpu_seconds(model.pid) > before + 0.3)  # it is rendering, at full speed
+        await eventually(lambda: cpu_seconds(model.pid) > before + 0.3, what="the template to be rendering")
         cancelled_at = time.monotonic()
         await model.cancel()
         done = (await asyncio.wait_for(turn, RENDER_LIMIT))[-1]
@@ -153,8 +148,10 @@ async def test_any_template_error_fails_only_that_reply(faulty: ModelCard) -> No
             assert done.status == "error" and f"the chat template failed ({kind}:" in done.error, trigger
             assert "chat_format such as chatml" in done.error
         refused = (await collect(model, TurnRequest(user("refuse"), GREEDY)))[-1]
-        assert refused.status == "error" and refused.error == "the chat template refused this conversation: " \
-                                                              "roles must alternate"
+        assert (
+            refused.status == "error"
+            and refused.error == "the chat template refused this conversation: roles must alternate"
+        )
         after = (await collect(model, TurnRequest(user("Hi"), GREEDY)))[-1]
         assert after.status == "done" and after.text
         assert model.state == "ready" and model.pid == pid
@@ -186,7 +183,8 @@ def serve_with_a_fault(*args: Any) -> None:
 
 
 async def test_a_fault_while_holding_a_lane_fails_the_reply_and_hands_the_lane_on(
-        smol: ModelCard, monkeypatch: pytest.MonkeyPatch) -> None:
+    smol: ModelCard, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = Engine()
     try:
         monkeypatch.setattr("tui.engine.local.worker.serve", serve_with_a_fault)
@@ -207,16 +205,21 @@ async def test_closing_a_busy_model_cancels_its_turn_and_the_worker_exits_cleanl
     engine = Engine()
     try:
         model = await loaded(engine, smol)
-        stream = model.turn(TurnRequest(user("Write a very long essay about rivers."),
-                                        SamplingParams(temperature=0.0, max_tokens=2000, seed=1)))
+        stream = model.turn(
+            TurnRequest(
+                user("Write a very long essay about rivers."), SamplingParams(temperature=0.0, max_tokens=2000, seed=1)
+            )
+        )
         async for event in stream:
             if isinstance(event, TextPiece):
                 break
         process = model._process
         started = time.monotonic()
         await model.close()
-        assert process.exitcode == 0  # it stopped by itself, not killed after the grace time
+        # It stopped by itself, its turn cancelled, instead of decoding on until killed after the grace time.
+        assert process.exitcode == 0
         assert time.monotonic() - started < 2.0
+        assert model.state == "closed" and model not in engine.models
         await stream.aclose()
     finally:
         await engine.close()
@@ -253,7 +256,7 @@ def test_fit_renders_a_long_history_a_few_times_and_drops_no_more_than_needed(sm
     dropped = int(re.search(r"left out the (\d+) earliest", notices[0]).group(1))
     assert dropped >= 10  # enough turns dropped that once per turn would be many renders
     assert len(calls) <= 2 + math.ceil(math.log2(40))
-    one_fewer = render([history[0], *history[1 + 2 * (dropped - 1):]])
+    one_fewer = render([history[0], *history[1 + 2 * (dropped - 1) :]])
     assert len(small_worker.llm.tokenize(one_fewer.text.encode(), add_bos=False, special=True)) + 16 > 256
 
 

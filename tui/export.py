@@ -16,8 +16,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tui.cards import params_label, size_label
 from tui.history import Reply, SessionRecord
+from tui.labels import reply_stats, saved_params_label, size_label
 from tui.textsafe import safe_text
 
 # --- shared pieces ---------------------------------------------------------------------------
@@ -40,15 +40,22 @@ def _name(card: dict[str, Any]) -> str:
 
 
 def _params(card: dict[str, Any]) -> str:
-    value = card.get("params")
-    return params_label(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else "?"
+    return saved_params_label(card.get("params"))
 
 
 def _rows(record: SessionRecord) -> list[tuple[str, ...]]:
     """The lineup table: name, family, parameters, quantisation, file size, sha256 (12)."""
-    return [(_name(card), str(card.get("family") or ""), _params(card), str(card.get("quant") or ""),
-             size_label(card["size"] if type(card.get("size")) is int else None), str(card.get("sha256") or "")[:12])
-            for card in _lineup(record)]
+    return [
+        (
+            _name(card),
+            str(card.get("family") or ""),
+            _params(card),
+            str(card.get("quant") or ""),
+            size_label(card["size"] if type(card.get("size")) is int else None),
+            str(card.get("sha256") or "")[:12],
+        )
+        for card in _lineup(record)
+    ]
 
 
 def _title(record: SessionRecord) -> str:
@@ -74,15 +81,23 @@ def _facts(record: SessionRecord) -> list[tuple[str, str]]:
     facts = [("Sampling", _settings_text(record.settings.get("params")))]
     overrides = record.settings.get("model_params")
     if isinstance(overrides, dict):
-        facts += [(f"Sampling for {_name(record.model(str(model_id)))}", _settings_text(values))
-                  for model_id, values in overrides.items() if values]
+        facts += [
+            (f"Sampling for {_name(record.model(str(model_id)))}", _settings_text(values))
+            for model_id, values in overrides.items()
+            if values
+        ]
     if any(event.get("type") == "settings" for event in record.transcript.events):
         facts.append(("Note", "settings changed during the session; shown as they were at its end"))
     scenario = record.header.get("scenario")
     if isinstance(scenario, dict):
         names = [str(scenario[key]) for key in ("title", "id") if scenario.get(key)]
-        facts.append(("Scenario", (f"{names[0]} ({names[1]})" if len(names) == 2 else names[0] if names else "?")
-                      + (f" · check: {scenario['check']}" if scenario.get("check") else "")))
+        facts.append(
+            (
+                "Scenario",
+                (f"{names[0]} ({names[1]})" if len(names) == 2 else names[0] if names else "?")
+                + (f" · check: {scenario['check']}" if scenario.get("check") else ""),
+            )
+        )
         if scenario.get("description"):
             facts.append(("About it", str(scenario["description"])))
     replay = record.header.get("replay_of")  # the id of the saved session whose turns were sent again
@@ -98,21 +113,19 @@ def _expected(item: dict[str, Any] | None) -> str | None:
 
 
 def _stats(reply: Reply) -> list[str]:
-    """As the chat pane shows it: finish reason (or cancelled / error), tokens, speed."""
+    """The reply's numbers as the chat pane shows them, then its error and notices."""
     done = reply.finished()
-    parts = [done.finish_reason if done.status == "done" else done.status, f"{done.completion_tokens} tok"]
-    if done.ttft_s is not None:
-        parts.append(f"TTFT {done.ttft_s:.2f}s")
-    if done.tokens_per_s:
-        parts.append(f"{done.tokens_per_s:.1f} t/s")
-    return parts + ([done.error] if done.error else []) + done.notices
+    return reply_stats(done) + ([done.error] if done.error else []) + done.notices
 
 
 def _check(reply: Reply) -> tuple[str, str] | None:
     """The check's verdict as (css class, "✓ reason" or "✗ reason")."""
     check = reply.check_result()
-    return None if check is None else ("pass" if check.passed else "fail",
-                                       f"{'✓' if check.passed else '✗'} {check.reason}".strip())
+    return (
+        None
+        if check is None
+        else ("pass" if check.passed else "fail", f"{'✓' if check.passed else '✗'} {check.reason}".strip())
+    )
 
 
 # --- Markdown --------------------------------------------------------------------------------
@@ -133,14 +146,18 @@ def _contained(text: str) -> str:
         match = _FENCE.match(line)
         indented_code = not fence and bool(re.match(r" {4}|\t", line)) and (indented_code or not previous.strip())
         if fence:
-            if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence) \
-                    and not match.group(2).strip():
+            if (
+                match
+                and match.group(1)[0] == fence[0]
+                and len(match.group(1)) >= len(fence)
+                and not match.group(2).strip()
+            ):
                 fence = ""
         elif match and not (match.group(1)[0] == "`" and "`" in match.group(2)):
             fence = match.group(1)
         elif not indented_code:
             if heading := _ATX.match(line):
-                line = heading.group(1) + "#" * min(len(heading.group(2)) + 3, 6) + line[heading.end():]
+                line = heading.group(1) + "#" * min(len(heading.group(2)) + 3, 6) + line[heading.end() :]
             elif _SETEXT.match(line) and previous.strip():
                 line = "\\" + line.lstrip()  # would turn the line above into a heading
             line = _CODE_OR_TAG.sub(lambda m: "\\<" if m.group(0) == "<" else m.group(0), line)
@@ -159,8 +176,13 @@ def _inline(text: Any) -> str:
 
 
 def to_markdown(record: SessionRecord) -> str:
-    out = [f"# {_inline(_title(record))}", "", "| Model | Family | Parameters | Quantisation | File size | sha256 |",
-           "|---|---|---|---|---|---|", *("| " + " | ".join(map(_inline, row)) + " |" for row in _rows(record))]
+    out = [
+        f"# {_inline(_title(record))}",
+        "",
+        "| Model | Family | Parameters | Quantisation | File size | sha256 |",
+        "|---|---|---|---|---|---|",
+        *("| " + " | ".join(map(_inline, row)) + " |" for row in _rows(record)),
+    ]
     system = record.settings.get("system")
     out += ["", "**System prompt:**", "", _quote(str(system)) if system else "(none)"]
     out += [line for label, text in _facts(record) for line in ("", f"**{_inline(label)}:** {_inline(text)}")]
@@ -176,14 +198,22 @@ def to_markdown(record: SessionRecord) -> str:
             if (reply := turn.replies.get(str(card.get("id")))) is None:
                 continue
             verdict = [check[1]] if (check := _check(reply)) else []
-            out += ["", f"### {_inline(_name(card))} ({_params(card)})", "",
-                    _contained(reply.text) if reply.text.strip() else "*(no text)*", "",
-                    f"*{_inline(' · '.join(_stats(reply) + verdict + (['★ best'] if reply.best else [])))}*"]
+            out += [
+                "",
+                f"### {_inline(_name(card))} ({_params(card)})",
+                "",
+                _contained(reply.text) if reply.text.strip() else "*(no text)*",
+                "",
+                f"*{_inline(' · '.join(_stats(reply) + verdict + (['★ best'] if reply.best else [])))}*",
+            ]
             out += [line for note in reply.notes for line in ("", f"📝 {_inline(note)}")]
     if scores := record.scores():
         out += ["", "## Scores", "", "| Model | Passed | Checked |", "|---|---|---|"]
-        out += [f"| {_inline(_name(card))} | {scores[card['id']].passed} | {scores[card['id']].checked} |"
-                for card in _lineup(record) if card.get("id") in scores]
+        out += [
+            f"| {_inline(_name(card))} | {scores[card['id']].passed} | {scores[card['id']].checked} |"
+            for card in _lineup(record)
+            if card.get("id") in scores
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -220,8 +250,11 @@ def _cell(card: dict[str, Any], reply: Reply | None) -> str:
     if reply is None:
         return f'<article class="reply empty">{name}<p class="small">(no reply this turn)</p></article>'
     status = reply.status if reply.status in ("done", "cancelled", "error") else "error"
-    parts = [name, _pre(reply.text, "text") if reply.text.strip() else '<p class="small">(no text)</p>',
-             f'<p class="small">{_h(" · ".join(_stats(reply)))}</p>']
+    parts = [
+        name,
+        _pre(reply.text, "text") if reply.text.strip() else '<p class="small">(no text)</p>',
+        f'<p class="small">{_h(" · ".join(_stats(reply)))}</p>',
+    ]
     if check := _check(reply):
         parts.append(f'<p class="{check[0]}">{_h(check[1])}</p>')
     parts += ['<p class="best">★ best</p>'] if reply.best else []
@@ -233,31 +266,46 @@ def to_html(record: SessionRecord) -> str:
     answered = {model_id for turn in record.turns for model_id in turn.replies}
     columns = [card for card in _lineup(record) if card.get("id") in answered]
     css = _CSS.replace("COLUMNS", str(max(len(columns), 1)))
-    out = ['<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{_h(_title(record))}</title>\n<style>\n{css}\n</style>\n</head>\n<body>\n<header>",
-           f"<h1>{_h(_title(record))}</h1>", "<table><tr><th>Model</th><th>Family</th><th>Parameters</th>"
-           "<th>Quantisation</th><th>File size</th><th>sha256</th></tr>",
-           *("<tr>" + "".join(f"<td>{_h(cell)}</td>" for cell in row) + "</tr>" for row in _rows(record)), "</table>"]
+    out = [
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_h(_title(record))}</title>\n<style>\n{css}\n</style>\n</head>\n<body>\n<header>",
+        f"<h1>{_h(_title(record))}</h1>",
+        "<table><tr><th>Model</th><th>Family</th><th>Parameters</th>"
+        "<th>Quantisation</th><th>File size</th><th>sha256</th></tr>",
+        *("<tr>" + "".join(f"<td>{_h(cell)}</td>" for cell in row) + "</tr>" for row in _rows(record)),
+        "</table>",
+    ]
     system = record.settings.get("system")
     out += ["<p><strong>System prompt:</strong></p>", _pre(str(system), "user") if system else "<p>(none)</p>"]
     out += [f"<p><strong>{_h(label)}:</strong> {_h(text)}</p>" for label, text in _facts(record)]
     if record.problems:
-        out.append('<div class="problems"><p>Problems reading this transcript:</p><ul>'
-                   + "".join(f"<li>{_h(problem)}</li>" for problem in record.problems) + "</ul></div>")
+        out.append(
+            '<div class="problems"><p>Problems reading this transcript:</p><ul>'
+            + "".join(f"<li>{_h(problem)}</li>" for problem in record.problems)
+            + "</ul></div>"
+        )
     out.append("</header>\n<main>")
     for turn in record.turns:
         out += [f'<section class="turn" id="turn-{turn.number}">\n<h2>Turn {turn.number}</h2>', _pre(turn.text, "user")]
         if expected := _expected(turn.item):
             out.append(f'<p class="small">Expected: {_h(expected)}</p>')
         out += [f'<p class="small">📝 {_h(note)}</p>' for note in turn.notes]
-        out += ['<div class="replies">', *(_cell(card, turn.replies.get(str(card.get("id")))) for card in columns),
-                "</div>\n</section>"]
+        out += [
+            '<div class="replies">',
+            *(_cell(card, turn.replies.get(str(card.get("id")))) for card in columns),
+            "</div>\n</section>",
+        ]
     out.append("</main>")
     if scores := record.scores():
-        out.append("<h2>Scores</h2>\n<table><tr><th>Model</th><th>Passed</th><th>Checked</th></tr>" + "".join(
-            f"<tr><td>{_h(_name(card))}</td><td>{scores[card['id']].passed}</td><td>{scores[card['id']].checked}</td></tr>"
-            for card in columns if card.get("id") in scores) + "</table>")
+        rows = [(_name(card), scores[card["id"]]) for card in columns if card.get("id") in scores]
+        out.append(
+            "<h2>Scores</h2>\n<table><tr><th>Model</th><th>Passed</th><th>Checked</th></tr>"
+            + "".join(
+                f"<tr><td>{_h(name)}</td><td>{score.passed}</td><td>{score.checked}</td></tr>" for name, score in rows
+            )
+            + "</table>"
+        )
     return "\n".join(out) + "\n</body>\n</html>\n"
 
 
@@ -267,13 +315,35 @@ def to_html(record: SessionRecord) -> str:
 def to_json(record: SessionRecord) -> str:
     """Reply events go out unchanged (best and notes added), so they equal the transcript's."""
     lineup = [str(card.get("id")) for card in _lineup(record)]
-    turns = [{"turn": turn.number, "text": turn.text, "item": turn.item, "notes": turn.notes,
-              "replies": [{"model": reply.model, **reply.event, "best": reply.best, "notes": reply.notes}
-                          for reply in sorted(turn.replies.values(), key=lambda reply: lineup.index(reply.model))]}
-             for turn in record.turns]
-    return json.dumps({"format": 1, "id": record.id, "header": record.header, "models": record.models,
-                       "settings": record.settings, "turns": turns, "problems": record.problems},
-                      ensure_ascii=False, indent=2) + "\n"
+    turns = [
+        {
+            "turn": turn.number,
+            "text": turn.text,
+            "item": turn.item,
+            "notes": turn.notes,
+            "replies": [
+                {"model": reply.model, **reply.event, "best": reply.best, "notes": reply.notes}
+                for reply in sorted(turn.replies.values(), key=lambda reply: lineup.index(reply.model))
+            ],
+        }
+        for turn in record.turns
+    ]
+    return (
+        json.dumps(
+            {
+                "format": 1,
+                "id": record.id,
+                "header": record.header,
+                "models": record.models,
+                "settings": record.settings,
+                "turns": turns,
+                "problems": record.problems,
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 EXPORTERS: dict[str, Callable[[SessionRecord], str]] = {"md": to_markdown, "html": to_html, "json": to_json}

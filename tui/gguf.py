@@ -1,6 +1,7 @@
 """Dependency-free GGUF header reader: a model card without loading the model. Only the header
 (metadata + tensor infos) is parsed. Format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
 """
+
 from __future__ import annotations
 
 import math
@@ -8,10 +9,10 @@ import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # Metadata value type id -> struct for scalars (8 = string, 9 = array are handled apart).
-_SCALARS = {t: struct.Struct("<" + c) for t, c in zip((0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12), "BbHhIif?Qqd")}
+_SCALARS = {t: struct.Struct("<" + c) for t, c in zip((0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12), "BbHhIif?Qqd", strict=True)}
 _U32, _U64 = _SCALARS[4], _SCALARS[10]
 _STRING, _ARRAY = 8, 9
 _MIN_SIZE = {_STRING: 8, _ARRAY: 12}  # smallest encoding, used to reject absurd counts early
@@ -24,17 +25,52 @@ _MAX_DIMS = 4  # GGML_MAX_DIMS; llama.cpp rejects more
 # must not copy a gigabyte of the file into memory.
 MAX_STRING = 1 << 20
 # llama_ftype (llama.h), values 0..40 in order, removed ones included for old files.
-_FTYPES = dict(enumerate(
+_FTYPE_NAMES = (
     "F32 F16 Q4_0 Q4_1 Q4_1_SOME_F16 Q4_2 Q4_3 Q8_0 Q5_0 Q5_1 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M "
     "Q5_K_S Q5_K_M Q6_K IQ2_XXS IQ2_XS Q2_K_S IQ3_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ3_M IQ2_S IQ2_M IQ4_XS "
-    "IQ1_M BF16 Q4_0_4_4 Q4_0_4_8 Q4_0_8_8 TQ1_0 TQ2_0 MXFP4_MOE NVFP4 Q1_0".split()))
+    "IQ1_M BF16 Q4_0_4_4 Q4_0_4_8 Q4_0_8_8 TQ1_0 TQ2_0 MXFP4_MOE NVFP4 Q1_0"
+)
+_FTYPES = dict(enumerate(_FTYPE_NAMES.split()))
 # ggml_type -> (block size, bytes per block) (gguf-py GGML_QUANT_SIZES), to check the data fits the file.
 _TYPE_SIZES = {
-    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
-    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
-    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
-    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
-    34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18)}
+    0: (1, 4),
+    1: (1, 2),
+    2: (32, 18),
+    3: (32, 20),
+    6: (32, 22),
+    7: (32, 24),
+    8: (32, 34),
+    9: (32, 40),
+    10: (256, 84),
+    11: (256, 110),
+    12: (256, 144),
+    13: (256, 176),
+    14: (256, 210),
+    15: (256, 292),
+    16: (256, 66),
+    17: (256, 74),
+    18: (256, 98),
+    19: (256, 50),
+    20: (32, 18),
+    21: (256, 110),
+    22: (256, 82),
+    23: (256, 136),
+    24: (1, 1),
+    25: (1, 2),
+    26: (1, 4),
+    27: (1, 8),
+    28: (1, 8),
+    29: (256, 56),
+    30: (1, 2),
+    34: (256, 54),
+    35: (256, 66),
+    39: (32, 17),
+    40: (64, 36),
+    41: (128, 18),
+}
+
+
+T = TypeVar("T")
 
 
 class GGUFError(ValueError):
@@ -48,7 +84,7 @@ class GGUFInfo:
     n_tensors: int
     file_size: int
 
-    def _get(self, key: str, kind: type) -> Any:
+    def _get(self, key: str, kind: type[T]) -> T | None:
         value = self.metadata.get(key)
         return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
@@ -96,8 +132,7 @@ class _Reader:
     def take(self, n: int) -> int:
         """Consume n bytes; return their offset."""
         if n > self.size - self.pos:
-            raise self.fail(f"truncated or corrupt: needs {n} bytes at offset {self.pos}, "
-                            f"file has {self.size} bytes")
+            raise self.fail(f"truncated or corrupt: needs {n} bytes at offset {self.pos}, file has {self.size} bytes")
         self.pos += n
         return self.pos - n
 
@@ -108,9 +143,11 @@ class _Reader:
         n = self.scalar(_U64)
         off = self.take(n)  # a length past the end of the file is reported as such first
         if n > MAX_STRING:
-            raise self.fail(f"corrupt or unsupported: a string of {n} bytes at offset {off - 8}; "
-                            f"strings over {MAX_STRING} bytes are not read")
-        return self.mm[off:off + n].decode("utf-8", "replace")
+            raise self.fail(
+                f"corrupt or unsupported: a string of {n} bytes at offset {off - 8}; "
+                f"strings over {MAX_STRING} bytes are not read"
+            )
+        return self.mm[off : off + n].decode("utf-8", "replace")
 
     def skip_strings(self, n: int) -> None:
         """Hot path (~300k vocab strings): a tight loop over locals instead of method calls."""
@@ -189,8 +226,7 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
                 raise r.fail(f"corrupt: general.alignment is {align!r}")
             data_start = -(-r.pos // align) * align
             if n_tensors and data_start + data_end > size:
-                raise r.fail(f"truncated: tensor data ends at byte {data_start + data_end}, "
-                             f"file has {size} bytes")
+                raise r.fail(f"truncated: tensor data ends at byte {data_start + data_end}, file has {size} bytes")
     except OSError as e:
         raise GGUFError(f"{path}: cannot read file ({e.strerror or e})") from e
     except (struct.error, MemoryError, OverflowError, RecursionError) as e:  # safety net; guards should prevent

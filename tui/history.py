@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tui.checks import CheckResult, Score
-from tui.engine.events import Finished, SamplingParams
+from tui.engine.events import STATUSES, Finished, SamplingParams, Status
 from tui.transcript import Transcript, read_transcript
 
 
@@ -47,13 +47,20 @@ class Reply:
             value = event.get(key)
             return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-        status = self.status if self.status in ("done", "cancelled", "error") else "error"
-        return Finished(status=status, finish_reason=str(event.get("finish_reason") or status),  # type: ignore[arg-type]
-                        text=self.text, prompt_tokens=number("prompt_tokens") or 0,
-                        cached_tokens=number("cached_tokens") or 0, completion_tokens=number("completion_tokens") or 0,
-                        ttft_s=number("ttft_s"), tokens_per_s=number("tokens_per_s"), elapsed_s=number("elapsed_s") or 0.0,
-                        error=event.get("error") if isinstance(event.get("error"), str) else None,
-                        notices=[n for n in _list(event.get("notices")) if isinstance(n, str)])
+        status: Status = next((known for known in STATUSES if known == self.status), "error")
+        return Finished(
+            status=status,
+            finish_reason=str(event.get("finish_reason") or status),
+            text=self.text,
+            prompt_tokens=number("prompt_tokens") or 0,
+            cached_tokens=number("cached_tokens") or 0,
+            completion_tokens=number("completion_tokens") or 0,
+            ttft_s=number("ttft_s"),
+            tokens_per_s=number("tokens_per_s"),
+            elapsed_s=number("elapsed_s") or 0.0,
+            error=event.get("error") if isinstance(event.get("error"), str) else None,
+            notices=[n for n in _list(event.get("notices")) if isinstance(n, str)],
+        )
 
     def check_result(self) -> CheckResult | None:
         check = self.check
@@ -153,15 +160,17 @@ def build_record(transcript: Transcript) -> SessionRecord:
             turns[number].replies[model] = reply
         elif kind == "models":
             known = {card.get("id") for card in models}
-            models += [card for card in _list(event.get("added")) if isinstance(card, dict) and card.get("id") not in known]
+            models += [
+                card for card in _list(event.get("added")) if isinstance(card, dict) and card.get("id") not in known
+            ]
         elif kind == "settings":
             settings.update({key: event.get(key) for key in settings if key in event})
         elif kind in ("mark", "note") and number in turns:
-            reply = turns[number].replies.get(model) if isinstance(model, str) else None
-            if kind == "mark" and reply is not None:
-                reply.best = bool(event.get("best", True))
+            marked = turns[number].replies.get(model) if isinstance(model, str) else None
+            if kind == "mark" and marked is not None:
+                marked.best = bool(event.get("best", True))
             elif kind == "note":
-                (reply.notes if reply is not None else turns[number].notes).append(str(event.get("text", "")))
+                (marked.notes if marked is not None else turns[number].notes).append(str(event.get("text", "")))
     models.sort(key=lambda card: _params(card.get("params")))
     if wrong:
         transcript.problems.append(f"{transcript.path.name}: {wrong} event(s) with fields of the wrong type; left out")

@@ -53,8 +53,10 @@ def check_sessions_folder(folder: Path) -> None:
         raise FolderError(f"cannot create the sessions folder {folder}: {error.strerror or error}") from None
     free = shutil.disk_usage(folder).free
     if free < MIN_FREE_BYTES:
-        raise FolderError(f"the sessions folder {folder} has only {free // 1000} KB free (Ladder wants at least "
-                          f"{MIN_FREE_BYTES // 1_000_000} MB)")
+        raise FolderError(
+            f"the sessions folder {folder} has only {free // 1000} KB free (Ladder wants at least "
+            f"{MIN_FREE_BYTES // 1_000_000} MB)"
+        )
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".ladder-write-check-")
         try:

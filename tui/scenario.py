@@ -15,15 +15,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tui import paths
-from tui.cards import ID_PATTERN, load_yaml
+from tui.cards import ID_PATTERN
 from tui.checks import CHECKS, Item
 from tui.engine.events import SamplingParams
+from tui.labels import CHOICE_LETTERS
+from tui.yamlfile import YamlFileError, read_yaml
 
 CHOICE_INSTRUCTION = "Answer with the letter of your choice."
-LETTERS = "ABCDEFGHIJ"
 
 
 class ScenarioError(ValueError):
@@ -74,18 +73,35 @@ class Scenario:
         variant = variants[n % len(variants)]
         prompt = base.prompt
         if base.choices:
-            prompt += "\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(base.choices)) + "\n" + CHOICE_INSTRUCTION
+            lettered = zip(CHOICE_LETTERS, base.choices, strict=False)  # the parser allows no more choices than letters
+            options = "\n".join(f"{letter}. {choice}" for letter, choice in lettered)
+            prompt += f"\n{options}\n{CHOICE_INSTRUCTION}"
         prompt = "\n\n".join(part for part in (variant.prefix, prompt, variant.suffix) if part)
-        return Item(prompt=prompt, answer=base.answer, accept=base.accept, regex=base.regex, choices=base.choices,
-                    number=base.number, stereotyped=base.stereotyped, unknown=base.unknown,
-                    variant=variant.label or None, index=n + 1)
+        return Item(
+            prompt=prompt,
+            answer=base.answer,
+            accept=base.accept,
+            regex=base.regex,
+            choices=base.choices,
+            number=base.number,
+            stereotyped=base.stereotyped,
+            unknown=base.unknown,
+            variant=variant.label or None,
+            index=n + 1,
+        )
 
     def header(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "description": self.description, "check": self.check,
-                "params": self.params,
-                "fresh_context": self.fresh_context,
-                "opening": [list(pair) for pair in self.opening], "first_turn": self.first_turn,
-                "items": self.item_count}
+        return {
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "check": self.check,
+            "params": self.params,
+            "fresh_context": self.fresh_context,
+            "opening": [list(pair) for pair in self.opening],
+            "first_turn": self.first_turn,
+            "items": self.item_count,
+        }
 
 
 def arithmetic(n: int, rng: random.Random) -> Item:
@@ -96,16 +112,28 @@ def arithmetic(n: int, rng: random.Random) -> Item:
     else:
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         question, value, variant = f"What is {a} * {b}?", a * b, "2-digit multiplication"
-    return Item(prompt=f"{question} Answer with the number only.", answer=str(value), number=value,
-                variant=variant, index=n + 1)
+    return Item(
+        prompt=f"{question} Answer with the number only.", answer=str(value), number=value, variant=variant, index=n + 1
+    )
 
 
 GENERATORS = {"arithmetic": arithmetic}
 
 # --- reading scenario files ------------------------------------------------------------------
 
-FIELDS = {"id", "title", "description", "system", "opening", "params", "check", "items", "variants", "generate",
-          "fresh_context"}
+FIELDS = {
+    "id",
+    "title",
+    "description",
+    "system",
+    "opening",
+    "params",
+    "check",
+    "items",
+    "variants",
+    "generate",
+    "fresh_context",
+}
 ITEM_FIELDS = {"prompt", "answer", "accept", "regex", "choices", "number", "stereotyped", "unknown"}
 
 
@@ -144,10 +172,18 @@ def _item(raw: Any, n: int, check: str | None) -> Item:
             re.compile(str(raw["regex"]))
         except re.error as error:
             raise ScenarioError(f"field '{where}regex' is not a valid pattern: {error}") from None
-    item = Item(prompt=_text(raw, "prompt", where), answer=None if raw.get("answer") is None else str(raw["answer"]),
-                accept=_texts(raw, "accept", where), regex=raw.get("regex"), choices=_texts(raw, "choices", where),
-                number=number, stereotyped=None if raw.get("stereotyped") is None else str(raw["stereotyped"]),
-                unknown=_texts(raw, "unknown", where))
+    item = Item(
+        prompt=_text(raw, "prompt", where),
+        answer=None if raw.get("answer") is None else str(raw["answer"]),
+        accept=_texts(raw, "accept", where),
+        regex=raw.get("regex"),
+        choices=_texts(raw, "choices", where),
+        number=number,
+        stereotyped=None if raw.get("stereotyped") is None else str(raw["stereotyped"]),
+        unknown=_texts(raw, "unknown", where),
+    )
+    if len(item.choices) > len(CHOICE_LETTERS):
+        raise ScenarioError(f"field '{where}choices' may have at most {len(CHOICE_LETTERS)} options, one per letter")
     if check == "choice" and item.answer not in item.choices:
         raise ScenarioError(f"field '{where}answer' must be one of its choices")
     if check == "number" and item.number is None:
@@ -203,10 +239,19 @@ def parse_scenario(data: Any, origin: str) -> Scenario:
             raise ScenarioError(f"field 'variants[{n}].label' must be text")
         variants.append(Variant(raw["label"], str(raw.get("prefix", "")), str(raw.get("suffix", ""))))
     return Scenario(
-        id=scenario_id, title=_text(data, "title", ""), description=" ".join(_text(data, "description", "").split()),
-        system=_text(data, "system", "", default=""), opening=tuple(opening), first_turn=first_turn,
-        params=dict(params), check=check, items=tuple(_item(raw, n, check) for n, raw in enumerate(raw_items)),
-        variants=tuple(variants), generate=generate, fresh_context=_flag(data, "fresh_context", True), origin=origin,
+        id=scenario_id,
+        title=_text(data, "title", ""),
+        description=" ".join(_text(data, "description", "").split()),
+        system=_text(data, "system", "", default=""),
+        opening=tuple(opening),
+        first_turn=first_turn,
+        params=dict(params),
+        check=check,
+        items=tuple(_item(raw, n, check) for n, raw in enumerate(raw_items)),
+        variants=tuple(variants),
+        generate=generate,
+        fresh_context=_flag(data, "fresh_context", True),
+        origin=origin,
     )
 
 
@@ -232,13 +277,8 @@ def load_scenarios(folders: list[Path] | None = None) -> tuple[dict[str, Scenari
     for folder in folders if folders is not None else [builtin_dir(), user_dir()]:
         for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
             try:
-                data = load_yaml(path.read_text(encoding="utf-8"))
-                scenario = parse_scenario(data, str(path))
-            except yaml.YAMLError as error:
-                mark = getattr(error, "problem_mark", None)
-                problems.append(f"{path}: is not valid YAML" + (f" at line {mark.line + 1}" if mark else ""))
-                continue
-            except (ScenarioError, OSError, UnicodeDecodeError) as error:
+                scenario = parse_scenario(read_yaml(path), str(path))
+            except (ScenarioError, YamlFileError) as error:
                 problems.append(f"{path}: {error}")
                 continue
             scenarios[scenario.id] = scenario

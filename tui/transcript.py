@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 FORMAT_VERSION = 1
-EVENT_TYPES = {"session", "user", "reply", "settings", "models", "mark", "note"}
+TRANSCRIPT_EVENT_TYPES = {"session", "user", "reply", "settings", "models", "mark", "note"}  # each line's "type"
 
 
 def now() -> str:
@@ -104,8 +104,9 @@ class TranscriptWriter:
                 raise TranscriptError(f"cannot read {self.path} to copy it: {error.strerror}") from error
             saved = saved[: saved.rfind(b"\n") + 1]  # whole lines only
         try:
-            path, file = self._create(directory, self.path.stem if self.path else self._fresh_stem(),
-                                      saved or self._header_line())
+            path, file = self._create(
+                directory, self.path.stem if self.path else self._fresh_stem(), saved or self._header_line()
+            )
         except OSError as error:
             raise TranscriptError(f"cannot save to {directory}: {error.strerror or error}") from error
         if self._file is not None:
@@ -157,14 +158,11 @@ class TranscriptWriter:
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
-            file = open(fd, "ab", buffering=0)
-            try:
+            with contextlib.ExitStack() as on_failure:
+                file = on_failure.enter_context(open(fd, "ab", buffering=0))
+                on_failure.callback(_remove, path)
                 _append(file, content)
-            except OSError:
-                file.close()
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                raise
+                on_failure.pop_all()  # written: the file stays open, the caller's now
             return path, file
         raise OSError(errno.EEXIST, f"no free file name for {stem} in {directory}")
 
@@ -209,7 +207,7 @@ def read_transcript(path: Path) -> Transcript:
             else:
                 transcript.header = data
             continue
-        if data.get("type") not in EVENT_TYPES:
+        if data.get("type") not in TRANSCRIPT_EVENT_TYPES:
             unknown.add(str(data.get("type")))
             continue
         transcript.events.append(data)
@@ -217,8 +215,9 @@ def read_transcript(path: Path) -> Transcript:
         transcript.problems.append(f"{path.name}: no session header line")
     version = transcript.header.get("format", FORMAT_VERSION)
     if isinstance(version, int) and version > FORMAT_VERSION:
-        transcript.problems.append(f"{path.name}: written by a newer Ladder (format {version}); "
-                                   "parts it added may not be shown")
+        transcript.problems.append(
+            f"{path.name}: written by a newer Ladder (format {version}); parts it added may not be shown"
+        )
     if unknown:
         transcript.problems.append(f"{path.name}: unknown event type(s) {', '.join(sorted(unknown))}; left out")
     return transcript
@@ -241,23 +240,27 @@ def _append(file: BinaryIO, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[file.write(view) or 0:]
+            view = view[file.write(view) or 0 :]
     except OSError:
         with contextlib.suppress(OSError):
             os.ftruncate(file.fileno(), size)
         raise
 
 
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def _open_for_append(path: Path) -> BinaryIO:
     """Open for appending, unbuffered; a last line cut off mid-write (by an older version,
     or a crash) is ended first, so that it stays one damaged line instead of swallowing the
     next event."""
-    file = open(os.open(path, os.O_RDWR | os.O_APPEND), "ab", buffering=0)  # read too: for its last byte
-    try:
+    with contextlib.ExitStack() as on_failure:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)  # read too: for its last byte
+        file = on_failure.enter_context(open(fd, "ab", buffering=0))
         size = os.fstat(file.fileno()).st_size
         if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
             _append(file, b"\n")
-    except OSError:
-        file.close()
-        raise
+        on_failure.pop_all()  # the file stays open, the caller's now
     return file

@@ -27,20 +27,69 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
-from tui import archive, transcript  # noqa: E402
-from tui.transcript import TranscriptWriter, append_event  # noqa: E402
+from tui import archive, transcript
+from tui.transcript import TranscriptWriter, append_event
 
 LINEUPS = {
-    "offline": [("smollm2-135m-instruct", 134_515_008), ("gemma-3-270m", 268_098_176),
-                ("qwen2.5-0.5b-instruct", 494_032_768), ("qwen2.5-1.5b-instruct", 1_543_714_304)],
-    "smollm2": [("smollm2-135m-instruct", 134_515_008), ("smollm2-360m-instruct", 361_821_120),
-                ("qwen2.5-0.5b-instruct", 494_032_768), ("smollm2-1.7b-instruct", 1_711_376_384)],
+    "offline": [
+        ("smollm2-135m-instruct", 134_515_008),
+        ("gemma-3-270m", 268_098_176),
+        ("qwen2.5-0.5b-instruct", 494_032_768),
+        ("qwen2.5-1.5b-instruct", 1_543_714_304),
+    ],
+    "smollm2": [
+        ("smollm2-135m-instruct", 134_515_008),
+        ("smollm2-360m-instruct", 361_821_120),
+        ("qwen2.5-0.5b-instruct", 494_032_768),
+        ("smollm2-1.7b-instruct", 1_711_376_384),
+    ],
 }
 SCENARIOS = [None, None, "emoji-movies", "linux-terminal", "arithmetic", "bias"]
 RARE = "quokka"  # put into a handful of replies
 COMMON = "the"  # in nearly every reply
-COMMON_WORDS = ("the of and to a in is that it for as with was on be by this are or from at which but not have "
-                "an they you model answer because however when there their would what about can more one").split()
+COMMON_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "a",
+    "in",
+    "is",
+    "that",
+    "it",
+    "for",
+    "as",
+    "with",
+    "was",
+    "on",
+    "be",
+    "by",
+    "this",
+    "are",
+    "or",
+    "from",
+    "at",
+    "which",
+    "but",
+    "not",
+    "have",
+    "an",
+    "they",
+    "you",
+    "model",
+    "answer",
+    "because",
+    "however",
+    "when",
+    "there",
+    "their",
+    "would",
+    "what",
+    "about",
+    "can",
+    "more",
+    "one",
+]
 
 
 def vocabulary(rng: random.Random, size: int = 6000) -> tuple[list[str], list[float]]:
@@ -77,14 +126,36 @@ def generate(directory: Path, sessions: int, turns: int, seed: int = 1) -> int:
             clock[0] = start + timedelta(days=rng.uniform(0, 180))
             lineup = rng.choice(list(LINEUPS))
             scenario = rng.choice(SCENARIOS)
-            models = [{"id": model_id, "name": model_id, "family": model_id.split("-")[0], "params": params,
-                       "quant": "Q4_K_M", "size": params // 2, "sha256": f"{rng.getrandbits(256):064x}",
-                       "context": 4096, "chat_format": "gguf", "instruct": True, "license": "apache-2.0",
-                       "gpu_layers": 0, "origin": "bench", "sources": ["pypi:bench"]} for model_id, params in LINEUPS[lineup]]
-            header = {"app": "ladder 0.1.0", "llama_cpp_python": "0.3.36", "lineup": lineup, "models": models,
-                      "params": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512}, "model_params": {},
-                      "system": "You are a helpful assistant.", "engine": {"schedule": "baton", "cores": 2},
-                      "scenario": {"id": scenario, "title": scenario, "check": "answer"} if scenario else None}
+            models = [
+                {
+                    "id": model_id,
+                    "name": model_id,
+                    "family": model_id.split("-")[0],
+                    "params": params,
+                    "quant": "Q4_K_M",
+                    "size": params // 2,
+                    "sha256": f"{rng.getrandbits(256):064x}",
+                    "context": 4096,
+                    "chat_format": "gguf",
+                    "instruct": True,
+                    "license": "apache-2.0",
+                    "gpu_layers": 0,
+                    "origin": "bench",
+                    "sources": ["pypi:bench"],
+                }
+                for model_id, params in LINEUPS[lineup]
+            ]
+            header = {
+                "app": "ladder 0.1.0",
+                "llama_cpp_python": "0.3.36",
+                "lineup": lineup,
+                "models": models,
+                "params": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512},
+                "model_params": {},
+                "system": "You are a helpful assistant.",
+                "engine": {"schedule": "baton", "cores": 2},
+                "scenario": {"id": scenario, "title": scenario, "check": "answer"} if scenario else None,
+            }
             first = sentence(rng, words, weights, rng.randint(6, 25)).rstrip(".") + "?"
             writer = TranscriptWriter(directory, header, name=f"{number:05d} {first}")
             for turn in range(1, turns + 1):
@@ -97,14 +168,30 @@ def generate(directory: Path, sessions: int, turns: int, seed: int = 1) -> int:
                         rare += 1
                     clock[0] += timedelta(seconds=rng.uniform(1, 20))
                     tokens = len(text) // 4
-                    writer.write({
-                        "type": "reply", "turn": turn, "model": model_id, "status": "done", "finish_reason": "stop",
-                        "text": text, "error": None, "prompt_tokens": 40 * turn, "cached_tokens": 30 * turn,
-                        "completion_tokens": tokens, "ttft_s": round(rng.uniform(0.1, 2), 3),
-                        "tokens_per_s": round(rng.uniform(5, 60), 3), "elapsed_s": round(rng.uniform(1, 20), 3),
-                        "params": {"temperature": 0.7, "top_p": 0.95, "seed": rng.getrandbits(31)}, "notices": [],
-                        **({"check": {"kind": "answer", "passed": rng.random() < 0.5, "reason": "expected x"}}
-                           if scenario else {})})
+                    writer.write(
+                        {
+                            "type": "reply",
+                            "turn": turn,
+                            "model": model_id,
+                            "status": "done",
+                            "finish_reason": "stop",
+                            "text": text,
+                            "error": None,
+                            "prompt_tokens": 40 * turn,
+                            "cached_tokens": 30 * turn,
+                            "completion_tokens": tokens,
+                            "ttft_s": round(rng.uniform(0.1, 2), 3),
+                            "tokens_per_s": round(rng.uniform(5, 60), 3),
+                            "elapsed_s": round(rng.uniform(1, 20), 3),
+                            "params": {"temperature": 0.7, "top_p": 0.95, "seed": rng.getrandbits(31)},
+                            "notices": [],
+                            **(
+                                {"check": {"kind": "answer", "passed": rng.random() < 0.5, "reason": "expected x"}}
+                                if scenario
+                                else {}
+                            ),
+                        }
+                    )
             writer.close()
     finally:
         transcript.now = original_now
@@ -167,22 +254,35 @@ def main(argv: list[str] | None = None) -> int:
         assert len(listed) == args.sessions, f"listed {len(listed)} of {args.sessions} sessions"
 
     report = {
-        "sessions": args.sessions, "turns": args.turns, "repeat": args.repeat, "cores": os.cpu_count(),
-        "megabytes": round(total_bytes / 1e6, 2), "generate_s": round(generate_s, 2),
+        "sessions": args.sessions,
+        "turns": args.turns,
+        "repeat": args.repeat,
+        "cores": os.cpu_count(),
+        "megabytes": round(total_bytes / 1e6, 2),
+        "generate_s": round(generate_s, 2),
         "ms": {name: round(value, 2) for name, value in results.items()},
         "ratio_to_read": {name: round(value / results["read_all_bytes"], 2) for name, value in results.items()},
-        "hits": {"rare_word": len(rare_hits), "rare_replies": rare, "common_word": len(common_hits),
-                 "filtered_common_word": len(filtered_hits)},
+        "hits": {
+            "rare_word": len(rare_hits),
+            "rare_replies": rare,
+            "common_word": len(common_hits),
+            "filtered_common_word": len(filtered_hits),
+        },
     }
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{args.sessions} sessions x {args.turns} turns, {report['megabytes']} MB, {os.cpu_count()} cores "
-          f"(written in {generate_s:.1f}s); median of {args.repeat}\n")
+    print(
+        f"{args.sessions} sessions x {args.turns} turns, {report['megabytes']} MB, {os.cpu_count()} cores "
+        f"(written in {generate_s:.1f}s); median of {args.repeat}\n"
+    )
     width = max(map(len, results))
     print(f"{'':{width}}  {'ms':>9}  {'x read':>7}  hits")
-    hits = {"search_rare_word": len(rare_hits), "search_common_word": len(common_hits),
-            "search_filtered_common_word": len(filtered_hits)}
+    hits = {
+        "search_rare_word": len(rare_hits),
+        "search_common_word": len(common_hits),
+        "search_filtered_common_word": len(filtered_hits),
+    }
     for name, value in results.items():
         print(f"{name:{width}}  {value:9.1f}  {report['ratio_to_read'][name]:7.2f}  {hits.get(name, '')}")
     return 0

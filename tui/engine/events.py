@@ -27,8 +27,13 @@ class SamplingParams:
 
 
 _LIMITS: dict[str, tuple[float, float]] = {
-    "temperature": (0.0, 5.0), "top_p": (0.0, 1.0), "top_k": (0, 100_000), "min_p": (0.0, 1.0),
-    "repeat_penalty": (0.5, 3.0), "max_tokens": (1, 1_000_000), "seed": (0, 2**31 - 1),
+    "temperature": (0.0, 5.0),
+    "top_p": (0.0, 1.0),
+    "top_k": (0, 100_000),
+    "min_p": (0.0, 1.0),
+    "repeat_penalty": (0.5, 3.0),
+    "max_tokens": (1, 1_000_000),
+    "seed": (0, 2**31 - 1),
 }
 PARAM_NAMES = tuple(f.name for f in fields(SamplingParams))
 
@@ -87,6 +92,7 @@ class TextPiece:
 
 
 Status = Literal["done", "cancelled", "error"]
+STATUSES: tuple[Status, ...] = ("done", "cancelled", "error")
 
 
 @dataclass(frozen=True)

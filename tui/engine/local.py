@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import signal
 from collections.abc import AsyncIterator
@@ -16,15 +17,20 @@ from tui import paths, store
 from tui.cards import ModelCard
 from tui.engine import worker
 from tui.engine.base import ModelLoadError, State
-from tui.engine.events import (Finished, FirstToken, Notice, PromptReady, TextPiece, TurnEvent,
-                               TurnRequest)
+from tui.engine.events import Finished, FirstToken, Notice, PromptReady, TextPiece, TurnEvent, TurnRequest
 from tui.engine.schedule import DEFAULT_POLICY, MAX_WORKERS, POLICIES, Lanes, Plan, available_cores
 
-EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (PromptReady, Notice, FirstToken, TextPiece, Finished)}
+# The turn events a worker sends, by the class name it sends with each (see `Worker.send`).
+TURN_EVENT_CLASSES: dict[str, type] = {
+    cls.__name__: cls for cls in (PromptReady, Notice, FirstToken, TextPiece, Finished)
+}
 
 
 class Engine:
-    """Starts local model workers and shares the machine's cores between them."""
+    """Starts local model workers and shares the machine's cores between them.
+
+    It owns its models until they close: a closed model forgets itself here, so the plan and
+    the spin setting count only models that are, or may still become, running."""
 
     def __init__(self, policy: str = DEFAULT_POLICY, cores: int | None = None) -> None:
         if policy not in POLICIES:
@@ -37,7 +43,7 @@ class Engine:
         # Textual's capture, which has no file descriptor, and starting a worker would fail.
         resource_tracker.ensure_running()
         self.lanes = Lanes(self.context, self.cores)
-        self.models: list[LocalModel] = []
+        self.models: list[LocalModel] = []  # made here and not closed yet
         self._free_slots = list(range(MAX_WORKERS))
 
     def model(self, card: ModelCard) -> LocalModel:
@@ -49,9 +55,14 @@ class Engine:
         running = sum(1 for model in self.models if model.state in ("loading", "ready", "busy"))
         return self.policy.plan(max(running, 1), self.cores)
 
+    def forget(self, model: LocalModel) -> None:
+        """A model closed: it no longer counts (its `close` calls this)."""
+        if model in self.models:
+            self.models.remove(model)
+
     def cores_change_hands(self) -> bool:
         """Whether multi-threaded steps of different models will use the same cores in
-        turn (planned for every model this engine has, loaded or not)."""
+        turn (planned for every model this engine has and has not closed, loaded or not)."""
         plan = self.policy.plan(max(len(self.models), 1), self.cores)
         threads = max(plan.prompt_threads, plan.decode_threads)
         return threads > 1 and len(self.models) * threads > self.cores
@@ -66,7 +77,7 @@ class Engine:
         self._free_slots.append(slot)
 
     async def close(self) -> None:
-        await asyncio.gather(*(model.close() for model in self.models))
+        await asyncio.gather(*(model.close() for model in list(self.models)))  # each forgets itself
         self.lanes.close()
 
 
@@ -79,8 +90,10 @@ def describe_exit(exitcode: int | None, log_path: Path) -> str:
         why = {
             "SIGKILL": " most likely because the system ran out of memory",
             # e.g. AMX tiles in a native build, on a VM that does not allow them
-            "SIGILL": (" by an instruction this CPU or VM does not allow: reinstall llama-cpp-python "
-                       "with the README's CMAKE_ARGS (a portable build)"),
+            "SIGILL": (
+                " by an instruction this CPU or VM does not allow: reinstall llama-cpp-python "
+                "with the README's CMAKE_ARGS (a portable build)"
+            ),
         }.get(name, "")
         text = f"the model's worker process was killed ({name}){why}"
     else:
@@ -136,7 +149,7 @@ class LocalModel:
         except store.ModelUnavailable as error:
             self._fail(str(error))
             raise ModelLoadError(str(error)) from None
-        if self.state == "closed":  # closed (the app quit, the model was removed) while fetching
+        if self.closed():  # closed (the app quit, the model was removed) while fetching
             raise ModelLoadError(f"{self.card.name} was closed before it loaded")
         self.state = "loading"
         self._slot = self.engine.take_slot()
@@ -145,9 +158,20 @@ class LocalModel:
         commands_in, self._commands = context.Pipe(duplex=False)
         self._events, events_out = context.Pipe(duplex=False)
         process = context.Process(
-            target=worker.serve, name=f"ladder-{self.card.id}", daemon=True,
-            args=(self.card, str(path), commands_in, events_out, self.engine.lanes, self._slot,
-                  self.engine.plan().decode_threads, str(self._log), self.engine.cores_change_hands()),
+            target=worker.serve,
+            name=f"ladder-{self.card.id}",
+            daemon=True,
+            args=(
+                self.card,
+                str(path),
+                commands_in,
+                events_out,
+                self.engine.lanes,
+                self._slot,
+                self.engine.plan().decode_threads,
+                str(self._log),
+                self.engine.cores_change_hands(),
+            ),
         )
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
@@ -155,12 +179,17 @@ class LocalModel:
         self._process = process  # only now: close() joins it, which needs a started process
         commands_in.close()  # the worker's ends: closing ours lets us see it exit
         events_out.close()
-        if self.state == "closed":  # closed while the process started: stop it again
+        if self.closed():  # closed while the process started: stop it again
             self.state = "loading"
             await self.close()
             raise ModelLoadError(f"{self.card.name} was closed before it loaded")
         loop.add_reader(self._events.fileno(), self._on_readable)
         await self._ready
+
+    def closed(self) -> bool:
+        """Whether `close` was called: `load` asks after each wait, as it may come meanwhile
+        (a method, not a property: a type checker would take a property's answer to hold on)."""
+        return self.state == "closed"
 
     def _fail(self, message: str) -> None:
         self.state = "error"
@@ -189,7 +218,7 @@ class LocalModel:
             return
         if message.pop("id") != self._turn_id:
             return  # the tail of a turn whose caller stopped listening
-        event = EVENT_TYPES[kind](**message)
+        event = TURN_EVENT_CLASSES[kind](**message)
         if isinstance(event, TextPiece):
             self._partial.append(event.text)
             self._partial_tokens += event.tokens
@@ -215,8 +244,15 @@ class LocalModel:
         if self._ready and not self._ready.done():
             self._ready.set_exception(ModelLoadError(message))
         if self._queue is not None and not was_closing:
-            self._queue.put_nowait(Finished("error", "error", "".join(self._partial).strip(),
-                                            completion_tokens=self._partial_tokens, error=message))
+            self._queue.put_nowait(
+                Finished(
+                    "error",
+                    "error",
+                    "".join(self._partial).strip(),
+                    completion_tokens=self._partial_tokens,
+                    error=message,
+                )
+            )
 
     # --- the Backend interface -----------------------------------------------------------------
 
@@ -227,10 +263,18 @@ class LocalModel:
             return
         self._turn_id += 1
         self._partial, self._partial_tokens = [], 0
-        self._queue = queue = asyncio.Queue()
+        queue: asyncio.Queue[TurnEvent] = asyncio.Queue()
+        self._queue = queue
         self.state = "busy"
-        self._commands.send({"op": "turn", "id": self._turn_id, "messages": request.messages,
-                             "params": request.params.as_dict(), "plan": asdict(self.engine.plan())})
+        self._commands.send(
+            {
+                "op": "turn",
+                "id": self._turn_id,
+                "messages": request.messages,
+                "params": request.params.as_dict(),
+                "plan": asdict(self.engine.plan()),
+            }
+        )
         finished = False
         try:
             while not finished:
@@ -253,6 +297,7 @@ class LocalModel:
         self.n_past = 0
 
     async def close(self) -> None:
+        self.engine.forget(self)
         if self._process is None or self.state == "closed":
             self.state = "closed"
             return
@@ -268,10 +313,8 @@ class LocalModel:
         if self._process.is_alive():
             self._process.kill()
             await asyncio.to_thread(self._process.join, 3)
-        try:
+        with contextlib.suppress(ValueError, OSError):  # the pipe is closed already
             asyncio.get_running_loop().remove_reader(self._events.fileno())
-        except (ValueError, OSError):
-            pass
         if self._slot is not None:
             self.engine.give_back_slot(self._slot)
             self._slot = None

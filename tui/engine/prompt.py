@@ -13,6 +13,7 @@ from typing import Any
 
 from tui.cards import ModelCard
 from tui.engine.events import Message
+from tui.engine.llama_adapter import ChatFormatter, registered_formatter
 
 
 @dataclass(frozen=True)
@@ -29,23 +30,16 @@ class PromptFormatError(ValueError):
     """The card's chat format cannot be used; the message says what to change."""
 
 
-def _named_formatter(name: str) -> Callable[..., Any]:
-    """The formatter function behind a llama-cpp-python chat format name.
-
-    llama-cpp-python registers only completion handlers by name; for prompt formats the
-    handler closes over the plain formatter function, which is all we need.
-    """
-    from llama_cpp import llama_chat_format
-
+def _named_formatter(name: str) -> ChatFormatter:
+    """The formatter function behind one of llama-cpp-python's chat format names."""
     try:
-        handler = llama_chat_format.get_chat_completion_handler(name)
-    except Exception:
+        formatter = registered_formatter(name)
+    except KeyError:
         raise PromptFormatError(f"chat_format '{name}' is not a llama-cpp-python chat format") from None
-    cells = dict(zip(handler.__code__.co_freevars, (c.cell_contents for c in handler.__closure__ or ())))
-    formatter = cells.get("chat_formatter")
     if formatter is None:
-        raise PromptFormatError(f"chat_format '{name}' is a special handler, not a prompt format; "
-                                "give the card a chat_template instead")
+        raise PromptFormatError(
+            f"chat_format '{name}' is a special handler, not a prompt format; give the card a chat_template instead"
+        )
     return formatter
 
 
@@ -59,8 +53,12 @@ def formatter_for(card: ModelCard, llm: Any) -> Formatter:
     def token_text(token: int) -> str:
         return llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8", errors="replace") if token >= 0 else ""
 
-    return make_formatter(card, llm.metadata.get("tokenizer.chat_template"),
-                          bos_token=token_text(llm.token_bos()), eos_token=token_text(llm.token_eos()))
+    return make_formatter(
+        card,
+        llm.metadata.get("tokenizer.chat_template"),
+        bos_token=token_text(llm.token_bos()),
+        eos_token=token_text(llm.token_eos()),
+    )
 
 
 def make_formatter(card: ModelCard, gguf_template: str | None, bos_token: str, eos_token: str) -> Formatter:
@@ -74,11 +72,13 @@ def make_formatter(card: ModelCard, gguf_template: str | None, bos_token: str, e
                 "or chat_template in its card"
             )
         try:
-            jinja = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token=bos_token)
+            jinja: ChatFormatter = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token=bos_token)
         except Exception as error:  # jinja2's TemplateSyntaxError, or whatever else the text provokes
             where = "the card's chat_template" if card.chat_format == "template" else "the GGUF file's chat template"
-            raise PromptFormatError(f"{card.id}: {where} is not a valid Jinja template ({error}); give the card "
-                                    "a working chat_template, or a chat_format such as chatml") from None
+            raise PromptFormatError(
+                f"{card.id}: {where} is not a valid Jinja template ({error}); give the card "
+                "a working chat_template, or a chat_format such as chatml"
+            ) from None
 
         def render(messages: list[Message]) -> Prompt:
             result = jinja(messages=messages)

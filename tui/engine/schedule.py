@@ -169,7 +169,8 @@ class Lanes:
     # Callers hold the lock (`with self._folder`) for the helpers below.
 
     def _free(self) -> int:
-        return self.capacity - sum(self._holding[:])
+        held: list[int] = self._holding[:]
+        return self.capacity - sum(held)
 
     def _grant_ready(self) -> None:
         while True:
@@ -198,9 +199,13 @@ class _Folder:
     """
 
     def __init__(self, path: str, owner: bool = False) -> None:
-        self.path = path
         # Only the parent removes the folder: on close(), or when it exits normally.
         self._remove = weakref.finalize(self, shutil.rmtree, path, ignore_errors=True) if owner else None
+        self._attach(path)
+
+    def _attach(self, path: str) -> None:
+        """Use the folder at `path` from this process: its own files and threads."""
+        self.path = path
         self._threads = threading.Lock()
         self._pid = 0  # the process the files below were opened in
         self._lock = -1
@@ -219,8 +224,9 @@ class _Folder:
     def __getstate__(self) -> str:
         return self.path
 
-    def __setstate__(self, path: str) -> None:
-        self.__init__(path)  # type: ignore[misc]  # a new process: its own files and threads
+    def __setstate__(self, path: str) -> None:  # in a new process: not the owner
+        self._remove = None
+        self._attach(path)
 
     def __enter__(self) -> None:
         self._threads.acquire()
@@ -239,8 +245,9 @@ class _Folder:
     def _open(self) -> None:
         # A FIFO opened for reading and writing never blocks on open, and keeps its bytes.
         lock = os.open(os.path.join(self.path, "lock"), os.O_RDWR)
-        wakes = [os.open(os.path.join(self.path, f"wake-{slot}"), os.O_RDWR | os.O_NONBLOCK)
-                 for slot in range(MAX_WORKERS)]
+        wakes = [
+            os.open(os.path.join(self.path, f"wake-{slot}"), os.O_RDWR | os.O_NONBLOCK) for slot in range(MAX_WORKERS)
+        ]
         weakref.finalize(self, _close_all, [lock, *wakes])
         self._lock, self._wakes, self._pid = lock, wakes, os.getpid()
 
@@ -271,7 +278,7 @@ class _Folder:
 def _remove_leftovers() -> None:
     """Remove the folders of apps that were killed before they could remove their own."""
     for path in glob.glob(os.path.join(glob.escape(tempfile.gettempdir()), f"{FOLDER_PREFIX}*-*")):
-        pid = os.path.basename(path)[len(FOLDER_PREFIX):].split("-")[0]
+        pid = os.path.basename(path)[len(FOLDER_PREFIX) :].split("-")[0]
         with contextlib.suppress(OSError):
             if pid.isdigit() and not _alive(int(pid)) and os.stat(path).st_uid == os.getuid():
                 shutil.rmtree(path, ignore_errors=True)

@@ -12,22 +12,22 @@ Messages are plain dicts over two one-way pipes. In: {"op": "turn" | "cancel" |
 
 from __future__ import annotations
 
-import codecs
 import os
 import queue
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
 from tui.cards import ModelCard
-from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece
-from tui.engine.prompt import Formatter, Prompt, PromptFormatError, make_formatter
+from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece, TurnEvent
+from tui.engine.prompt import Formatter, Prompt, PromptFormatError, formatter_for
+from tui.engine.reply import ReplyCounter, StreamedText
 from tui.engine.schedule import DECODE, Cancelled, Lanes, Plan, prefill_priority
 
 TEXT_INTERVAL = 0.03
@@ -44,8 +44,17 @@ class RenderStopped(BaseException):
         self.cancelled = cancelled
 
 
-def serve(card: ModelCard, model_path: str, commands: Connection, events: Connection,
-          lanes: Lanes, slot: int, threads: int, log_path: str, quiet_threads: bool) -> None:
+def serve(
+    card: ModelCard,
+    model_path: str,
+    commands: Connection,
+    events: Connection,
+    lanes: Lanes,
+    slot: int,
+    threads: int,
+    log_path: str,
+    quiet_threads: bool,
+) -> None:
     # llama.cpp's OpenMP threads spin while they wait, also after a step, stealing a core
     # from the model that holds the lane next (measured: 4 models took 80 s instead of 11).
     # Sleeping at once (OMP_WAIT_POLICY=PASSIVE) halves speed, as llama.cpp syncs its
@@ -76,28 +85,29 @@ def serve(card: ModelCard, model_path: str, commands: Connection, events: Connec
 def _load_error(card: ModelCard, model_path: str, error: Exception) -> str:
     if isinstance(error, PromptFormatError):
         return str(error)
-    return (f"could not load {model_path}: {error}. The file may be damaged or not a GGUF model "
-            f"llama.cpp supports; check it with `ladder models verify {card.id}`")
+    return (
+        f"could not load {model_path}: {error}. The file may be damaged or not a GGUF model "
+        f"llama.cpp supports; check it with `ladder models verify {card.id}`"
+    )
 
 
 class Worker:
-    def __init__(self, card: ModelCard, model_path: str, events: Connection,
-                 lanes: Lanes, slot: int, threads: int) -> None:
+    def __init__(
+        self, card: ModelCard, model_path: str, events: Connection, lanes: Lanes, slot: int, threads: int
+    ) -> None:
         import llama_cpp
 
         self.card, self.events, self.lanes, self.slot = card, events, lanes, slot
         self.threads = threads
         self.llm = llama_cpp.Llama(
-            model_path, n_ctx=card.context, n_threads=threads, n_threads_batch=threads,
-            n_gpu_layers=card.gpu_layers, verbose=False,
+            model_path,
+            n_ctx=card.context,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=card.gpu_layers,
+            verbose=False,
         )
-        model = self.llm._model  # the token texts the chat template needs, as llama-cpp-python does
-        bos, eos = self.llm.token_bos(), self.llm.token_eos()
-        self.formatter: Formatter = make_formatter(
-            card, self.llm.metadata.get("tokenizer.chat_template"),
-            bos_token=model.token_get_text(bos) if bos >= 0 else "",
-            eos_token=model.token_get_text(eos) if eos >= 0 else "",
-        )
+        self.formatter: Formatter = formatter_for(card, self.llm)
         self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self.cancel = threading.Event()
         self.turn_id = 0
@@ -153,12 +163,14 @@ class Worker:
             elif message["op"] == "turn":
                 self.turn_id, self.cancel = message["id"], cancels[message["id"]]
                 try:
-                    finished = self.turn(message["messages"], SamplingParams(**message["params"]),
-                                         Plan(**message["plan"]))
+                    finished = self.turn(
+                        message["messages"], SamplingParams(**message["params"]), Plan(**message["plan"])
+                    )
                 except Exception as error:  # a fault in one turn fails that reply, not the model
                     self.llm.reset()
-                    finished = Reply(time.perf_counter()).finish(
-                        "error", "error", error=f"the turn failed ({type(error).__name__}: {error}); try it again")
+                    finished = ReplyCounter(time.perf_counter()).finish(
+                        "error", "error", error=f"the turn failed ({type(error).__name__}: {error}); try it again"
+                    )
                 self.emit("", tokens=0, final=True)
                 self.send(finished)
                 del cancels[message["id"]]
@@ -180,8 +192,8 @@ class Worker:
             self.outbox_tokens = 0
             self.sent_at = 0.0
 
-    def send(self, event: object) -> None:
-        self.events.send({"ev": type(event).__name__, "id": self.turn_id, **asdict(event)})  # type: ignore[call-overload]
+    def send(self, event: TurnEvent) -> None:
+        self.events.send({"ev": type(event).__name__, "id": self.turn_id, **asdict(event)})
 
     # --- one turn -----------------------------------------------------------------------------
 
@@ -192,7 +204,7 @@ class Worker:
         once for every turn dropped."""
         n_ctx = self.llm.n_ctx()
         system = messages[:1] if messages and messages[0]["role"] == "system" else []
-        turns = messages[len(system):]
+        turns = messages[len(system) :]
         rendered: dict[int, tuple[list[int], Prompt]] = {}
 
         def render(dropped: int) -> tuple[list[int], Prompt]:
@@ -200,7 +212,7 @@ class Worker:
             if self.cancel.is_set():
                 raise RenderStopped(cancelled=True)
             if dropped not in rendered:
-                prompt = self.formatter(system + turns[2 * dropped:])
+                prompt = self.formatter(system + turns[2 * dropped :])
                 tokens = self.llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
                 rendered[dropped] = tokens, prompt
             return rendered[dropped]
@@ -224,8 +236,14 @@ class Worker:
                 else:
                     too_few = middle
         tokens, prompt = render(dropped)
-        notices = [f"the conversation no longer fits in {n_ctx} tokens: left out the "
-                   f"{dropped} earliest turn(s) for this reply"] if dropped else []
+        notices = (
+            [
+                f"the conversation no longer fits in {n_ctx} tokens: left out the "
+                f"{dropped} earliest turn(s) for this reply"
+            ]
+            if dropped
+            else []
+        )
         return tokens, prompt.stop, notices
 
     @contextmanager
@@ -259,16 +277,21 @@ class Worker:
         import llama_cpp
 
         start = time.perf_counter()
-        reply = Reply(start)
+        reply = ReplyCounter(start)
         try:
             with self.interruptible():
                 tokens, stops, notices = self.fit(messages, min(params.max_tokens, self.llm.n_ctx() // 4))
         except RenderStopped as stopped:
             if stopped.cancelled:
                 return reply.finish("cancelled", "cancelled")
-            return reply.finish("error", "error", error=(
-                f"the chat template took more than {RENDER_LIMIT:g} s to render this conversation and was "
-                f"stopped (it may loop without end); {FIX_TEMPLATE}"))
+            return reply.finish(
+                "error",
+                "error",
+                error=(
+                    f"the chat template took more than {RENDER_LIMIT:g} s to render this conversation and was "
+                    f"stopped (it may loop without end); {FIX_TEMPLATE}"
+                ),
+            )
         except PromptFormatError as error:
             return reply.finish("error", "error", error=str(error))
         except Exception as error:  # from the template: its own raise_exception (a ValueError), or any fault
@@ -276,13 +299,19 @@ class Worker:
         reply.notices = notices
         for notice in notices:
             self.send(Notice(notice))
-        cached = _common_prefix(self.llm._input_ids.tolist(), tokens)
+        cached = _common_prefix(self.llm.eval_tokens, tokens)  # what `generate` will find in the KV cache
         reply.prompt_tokens, reply.cached_tokens = len(tokens), min(cached, len(tokens) - 1)
         self.send(PromptReady(reply.prompt_tokens, reply.cached_tokens))
         self.llm.set_seed(params.seed if params.seed is not None else 0)
         text = StreamedText(stops)
-        steps = self.llm.generate(tokens, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
-                                  temp=params.temperature, repeat_penalty=params.repeat_penalty)
+        steps = self.llm.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+        )
         try:
             while True:
                 if self.cancel.is_set():
@@ -309,9 +338,9 @@ class Worker:
                     reply.first_token = time.perf_counter()
                     self.send(FirstToken(reply.first_token - start))
                 reply.completion_tokens += 1
-                piece, stopped = text.add(self.llm.detokenize([token]))
+                piece, at_stop_string = text.add(self.llm.detokenize([token]))
                 self.emit(piece)
-                if stopped:
+                if at_stop_string:
                     return reply.finish("done", "stop", text.flush())
                 if reply.completion_tokens >= params.max_tokens:
                     return reply.finish("done", "length", text.flush())
@@ -337,65 +366,10 @@ def _template_failure(error: Exception) -> str:
     return f"the chat template failed ({type(error).__name__}: {error}); {FIX_TEMPLATE}"
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def _common_prefix(a: Iterable[int], b: Iterable[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
     return n
-
-
-class Reply:
-    """Counts and clocks for one reply."""
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.first_token: float | None = None
-        self.prompt_tokens = self.cached_tokens = self.completion_tokens = 0
-        self.notices: list[str] = []
-
-    def finish(self, status: str, reason: str, text: str = "", error: str | None = None) -> Finished:
-        end = time.perf_counter()
-        rate = None
-        if self.first_token is not None and self.completion_tokens > 1 and end > self.first_token:
-            rate = (self.completion_tokens - 1) / (end - self.first_token)
-        return Finished(
-            status=status, finish_reason=reason, text=text, prompt_tokens=self.prompt_tokens,  # type: ignore[arg-type]
-            cached_tokens=self.cached_tokens, completion_tokens=self.completion_tokens,
-            ttft_s=None if self.first_token is None else self.first_token - self.start,
-            tokens_per_s=rate, elapsed_s=end - self.start, error=error, notices=self.notices,
-        )
-
-
-class StreamedText:
-    """Bytes from the model in, printable text out: whole UTF-8 characters only, with
-    stop strings cut off, and text that might be the start of a stop string held back."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = stops
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.held = ""
-        self.text = ""
-
-    def add(self, data: bytes) -> tuple[str, bool]:
-        self.held += self.decoder.decode(data)
-        if not self.text:
-            self.held = self.held.lstrip()  # replies start at their first visible character
-        hits = [self.held.find(stop) for stop in self.stops if stop in self.held]
-        if hits:
-            self.held = self.held[: min(hits)]
-            return self._emit(len(self.held)), True
-        keep = max((n for stop in self.stops for n in range(1, len(stop)) if self.held.endswith(stop[:n])),
-                   default=0)
-        return self._emit(len(self.held) - keep), False
-
-    def _emit(self, n: int) -> str:
-        piece, self.held = self.held[:n], self.held[n:]
-        self.text += piece
-        return piece
-
-    def flush(self) -> str:
-        self.held += self.decoder.decode(b"", final=True)
-        self._emit(len(self.held))
-        return self.text.rstrip()

@@ -8,6 +8,9 @@ streams.
 
 The same screen shows a resumed session (its saved turns first) and a replay (a saved
 session's user turns sent again, in order, beside the original replies).
+
+The screen gets what it needs from the app in its constructor and never reaches up into
+the app; the app makes a new chat screen for each session it switches to.
 """
 
 from __future__ import annotations
@@ -15,29 +18,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Input, Label, Static
+from textual.screen import Screen
+from textual.widgets import Footer
 
-from tui.cards import card_from_record
+from tui.cards import Catalog, ModelCard, card_from_record
 from tui.checks import Item
 from tui.engine.base import Backend, ModelLoadError
-from tui.engine.events import Finished, FirstToken, Notice, PromptReady, TextPiece
+from tui.engine.events import Finished, Notice
 from tui.history import SessionRecord
 from tui.scenario import Scenario
-from tui.session import Checked, Session
+from tui.screens.help import HelpScreen
+from tui.screens.models import ModelsScreen
+from tui.screens.save_elsewhere import SaveElsewhereScreen
+from tui.screens.scenarios import ScenarioScreen
+from tui.screens.sessions import SessionsScreen
+from tui.screens.settings import Settings, SettingsScreen
+from tui.session import Session
 from tui.textsafe import safe_text
 from tui.transcript import TranscriptError
 from tui.widgets.composer import Composer
-from tui.widgets.grid import PaneGrid
+from tui.widgets.grid import PaneGrid, PaneKeys
 from tui.widgets.pane import ModelPane
+from tui.widgets.session_lines import SessionLines
+
+MakeBackend = Callable[[ModelCard], Backend]
+MayLeave = Callable[[str], bool]  # whether the session may be left; else says why, and that `again` (str) will
 
 # Streaming text reaches the screen in batches, every `interval` seconds. On a slow
 # machine one screen update of four panes costs tens of milliseconds of CPU, taken from
@@ -47,20 +58,13 @@ UI_CPU_BUDGET = 0.10
 FASTEST, SLOWEST = 0.1, 0.5
 
 
-class ChatScreen(Screen[None]):
+class ChatScreen(PaneKeys, Screen[None]):
     BINDINGS = [
         Binding("escape", "cancel_all", "Cancel all", priority=True),
         Binding("f8", "cancel_pane", "Cancel pane"),
         Binding("f6", "scenario", "Scenario", priority=True),
         Binding("f7", "next_item", "Next item", priority=True),
-        Binding("f5", "zoom", "Zoom"),
-        Binding("f9", "toggle_sync", "Sync scroll"),
-        Binding("alt+left", "step(-1)", "◀ Pane"),
-        Binding("alt+right", "step(1)", "Pane ▶"),
-        Binding("alt+up", "scroll(-3)", "Scroll up", show=False),
-        Binding("alt+down", "scroll(3)", "Scroll down", show=False),
-        Binding("shift+pageup", "scroll(-0.8)", "Page up", show=False),
-        Binding("shift+pagedown", "scroll(0.8)", "Page down", show=False),
+        *PaneKeys.PANE_BINDINGS,
         Binding("f2", "settings", "Settings"),
         Binding("f3", "models", "Models"),
         Binding("f4", "new_session", "New session"),
@@ -70,29 +74,40 @@ class ChatScreen(Screen[None]):
         Binding("f1", "help", "Help"),
     ]
 
-    def __init__(self, resumed: SessionRecord | None = None, replay_of: SessionRecord | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        catalog: Catalog,
+        scenarios: dict[str, Scenario],
+        sessions_dir: Path,
+        make_backend: MakeBackend,
+        may_leave: MayLeave,
+        resumed: SessionRecord | None = None,
+        replay_of: SessionRecord | None = None,
+    ) -> None:
         super().__init__()
+        self.session = session
+        self.catalog = catalog  # the cards the models dialog offers
+        self.scenarios = scenarios
+        self.sessions_dir = sessions_dir  # where the sessions screen looks
+        self.make_backend = make_backend
+        self.may_leave = may_leave
         self.grid = PaneGrid()
         self.queues: dict[str, asyncio.Queue[int]] = {}
         self.resumed = resumed  # a saved session continued here: its turns are shown first
         self.replay_of = replay_of  # a saved session whose user turns are sent again, in order
-        self.saving_failed = False  # the saving line is shown
-
-    @property
-    def session(self) -> Session:
-        return self.app.session  # type: ignore[attr-defined, no-any-return]
 
     @property
     def panes(self) -> dict[str, ModelPane]:
         return self.grid.panes
 
     def compose(self) -> ComposeResult:
-        yield Static(id="title")
-        yield Static(id="settings-line")
-        yield Static(id="scenario-line")
-        yield Static(id="saving-line")
+        yield SessionLines()
         yield self.grid
-        yield Composer(id="composer", soft_wrap=True, placeholder="Type a turn for every model · Enter sends · Ctrl+J new line")
+        yield Composer(
+            id="composer", soft_wrap=True, placeholder="Type a turn for every model · Enter sends · Ctrl+J new line"
+        )
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -127,7 +142,7 @@ class ChatScreen(Screen[None]):
     async def show_originals(self, record: SessionRecord) -> None:
         """A replay shows the saved replies beside the new ones, in read-only panes."""
         for card in record.models:
-            pane = ModelPane(card_from_record(card), group=1)
+            pane = ModelPane(card_from_record(card), original=True)
             await self.grid.add(f"original:{card.get('id')}", pane)
             for turn in record.turns:
                 await pane.show_saved(turn.number, turn.text, turn.replies.get(str(card.get("id"))))
@@ -136,13 +151,13 @@ class ChatScreen(Screen[None]):
     async def remove_pane(self, model_id: str) -> None:
         self.workers.cancel_group(self, f"model-{model_id}")
         self.queues.pop(model_id)
-        await self.grid.remove(model_id)
+        await self.grid.remove_pane(model_id)
         await self.session.remove_model(model_id)
 
     async def model_loop(self, model: Backend, pane: ModelPane) -> None:
         """Load the model, then answer its queued turns one after another."""
 
-        def progress(what: str, done: int, total: int) -> None:
+        def progress(what: str, done: int, total: int) -> None:  # called from the loading thread
             percent = f"{100 * done // total}%" if total else ""
             if percent != pane.progress:
                 self.app.call_from_thread(setattr, pane, "progress", percent)
@@ -151,17 +166,10 @@ class ChatScreen(Screen[None]):
             try:
                 pane.state = "fetching"
                 await model.load(progress)
-            except Exception as error:  # noqa: BLE001 - whatever it is, it fails this pane only
-                message = str(error) if isinstance(error, ModelLoadError) else f"could not start: {error!r}"
-                pane.progress = ""
-                pane.show_error(message)
-                self.grid.update_switcher()
+            except Exception as error:  # whatever it is, it fails this pane only
+                pane.show_error(str(error) if isinstance(error, ModelLoadError) else f"could not start: {error!r}")
                 return
-        pane.progress = ""
-        pane.state = "ready"
-        pane.context = (model.n_past, model.n_ctx)
-        pane.refresh_footer()
-        self.grid.update_switcher()
+        pane.show_ready((model.n_past, model.n_ctx))
         queue = self.queues[model.card.id]
         while True:
             turn = await queue.get()
@@ -169,44 +177,18 @@ class ChatScreen(Screen[None]):
 
     async def stream_reply(self, model: Backend, pane: ModelPane, turn: int) -> None:
         session, epoch = self.session, self.session.epoch
-        view = await pane.begin(turn, session.conversation.user_turns[turn - 1])
-        self.grid.update_switcher()
+        await pane.begin(turn, session.conversation.user_turns[turn - 1])
         async for event in session.answer(model, turn, epoch):
             if session.epoch != epoch:  # a new session (F4, F6) began while this streamed: not its reply
                 continue
-            if isinstance(event, TextPiece):
-                pane.live_tokens += event.tokens
-                view.write(event.text)
-            elif isinstance(event, FirstToken):
-                pane.state = "streaming"
-                pane.live_started = time.perf_counter()
-                self.grid.update_switcher()
-            elif isinstance(event, PromptReady):
-                pane.context = (event.prompt_tokens, model.n_ctx)
-            elif isinstance(event, Notice):
+            await pane.apply(event)
+            if isinstance(event, Notice):
                 self.notify(safe_text(event.message), title=safe_text(model.card.name), timeout=6, markup=False)
-            elif isinstance(event, Checked):
-                view.show_check(event.result)
-                pane.score = event.score
-                pane.refresh_header()
-                pane.follow()
             elif isinstance(event, Finished):
-                pane.streaming = None
-                await view.finish(event)
-                pane.follow()
-                pane.last = event
-                pane.state = event.status
-                pane.context = (model.n_past, model.n_ctx)
-                pane.refresh_footer()
-                self.grid.update_switcher()
+                pane.context = (model.n_past, model.n_ctx)  # what the model holds now, whatever the reply did
                 self.refresh_saving()
         if session.epoch != epoch:
-            if pane.streaming is view:
-                pane.streaming = None
-            if view.is_attached:  # mounted after the panes were cleared
-                await view.remove()
-            if pane.state in ("thinking", "streaming"):
-                pane.state = "ready"
+            await pane.drop_reply()
 
     async def tick(self) -> None:
         """Show what streamed since the last tick, in every pane at once: one layout
@@ -254,8 +236,11 @@ class ChatScreen(Screen[None]):
         for saved in record.turns:
             item = Item.from_record(saved.item) if saved.item else None
             turn = self.send_turn(saved.text, item)
-            while any(turn not in self.session.conversation.replies.get(m.card.id, {})
-                      for m in self.session.models if m.state not in ("error", "closed")):
+            while any(
+                turn not in self.session.conversation.replies.get(m.card.id, {})
+                for m in self.session.models
+                if m.state not in ("error", "closed")
+            ):
                 await asyncio.sleep(0.1)
         self.notify(f"Replay of {record.id} done: {len(record.turns)} turns", timeout=6, markup=False)
 
@@ -272,23 +257,8 @@ class ChatScreen(Screen[None]):
 
     async def action_cancel_pane(self) -> None:
         pane = self.grid.current_pane()
-        if pane and pane.card.id in self.queues and not pane.group:
+        if pane and pane.card.id in self.queues and not pane.original:
             await self.cancel(pane.card.id)
-
-    # --- layout and scrolling (see PaneGrid) ---------------------------------------------------
-
-    def action_zoom(self) -> None:
-        self.grid.zoomed = not self.grid.zoomed
-
-    def action_step(self, by: int) -> None:
-        self.grid.step(by)
-
-    def action_scroll(self, amount: float) -> None:
-        self.grid.scroll_current(amount)
-
-    def action_toggle_sync(self) -> None:
-        self.grid.sync_scroll = not self.grid.sync_scroll
-        self.notify("Panes scroll together, aligned by turn" if self.grid.sync_scroll else "Panes scroll one at a time")
 
     # --- titles ------------------------------------------------------------------------------
 
@@ -297,52 +267,14 @@ class ChatScreen(Screen[None]):
         return " ".join(f"{name}={value}" for name, value in changes.items())
 
     def refresh_title(self) -> None:
-        session = self.session
-        info = session.engine_info
-        path = session.transcript.path
-        if path is None:
-            where = "saved from the first turn"
-        elif path.is_relative_to(Path.cwd()):
-            where = str(path.relative_to(Path.cwd()))
-        else:
-            where = str(path).replace(str(Path.home()), "~", 1)
-        title = Text.assemble(("Ladder", "bold"), f" · {session.lineup or 'custom lineup'}")
-        if session.replay_of:
-            title.append(f" · replay of {session.replay_of}", style="bold")
-        if info:
-            title.append(f" · {info.get('schedule')}, {info.get('cores')} cores", style="dim")
-        title.append(f" · {where}", style="dim")
-        self.query_one("#title", Static).update(title)
-        params = session.params
-        system = session.conversation.system.replace("\n", " ") or "(none)"
-        seed = "random" if params.seed is None else params.seed
-        settings = (f"system: {system[:60]}{'…' if len(system) > 60 else ''} · temp {params.temperature} · "
-                    f"top-p {params.top_p} · top-k {params.top_k} · min-p {params.min_p} · "
-                    f"repeat {params.repeat_penalty} · max {params.max_tokens} · seed {seed}")
-        self.query_one("#settings-line", Static).update(Text(safe_text(settings), style="dim"))
-        scenario = session.scenario
-        line = self.query_one("#scenario-line", Static)
-        line.display = scenario is not None
-        if scenario is not None:
-            keys = " · F7 next item" if scenario.has_items else ""
-            line.update(Text.assemble((f"{scenario.title}{keys} · ", "bold"), (scenario.description, "italic")))
+        self.query_one(SessionLines).show(self.session)
         for model_id, pane in self.panes.items():
             pane.overrides = self.override_text(model_id)
-            pane.refresh_header()
-        self.refresh_saving()
 
     # --- saving when the sessions folder fails ---------------------------------------------
 
     def refresh_saving(self) -> None:
-        """Show, while the transcript cannot be written, that saving stopped, why, and what to do."""
-        writer = self.session.transcript
-        line = self.query_one("#saving-line", Static)
-        if writer.failure is not None:
-            line.update(Text(safe_text(f"⚠ Saving stopped: {writer.failure} · {len(writer.pending)} event(s) kept "
-                                       "in memory · Ctrl+S saves elsewhere · Ctrl+R retries")))
-        elif self.saving_failed:
-            self.notify(f"Saving again: every turn so far is in {writer.path}", timeout=8, markup=False)
-        line.display = self.saving_failed = writer.failure is not None
+        self.query_one(SessionLines).show_saving(self.session.transcript)
 
     def action_save_elsewhere(self) -> None:
         writer = self.session.transcript
@@ -374,18 +306,22 @@ class ChatScreen(Screen[None]):
     # --- other screens -------------------------------------------------------------------------
 
     def action_settings(self) -> None:
-        from tui.screens.settings import SettingsScreen
+        session = self.session
+        current = Settings(session.params, session.model_params, session.conversation.system)
+        self.app.push_screen(SettingsScreen(current, [model.card for model in session.models]), self.apply_settings)
 
-        self.app.push_screen(SettingsScreen(self.session), lambda changed: self.refresh_title())
+    def apply_settings(self, changed: Settings | None) -> None:
+        if changed is not None:
+            self.session.change_settings(
+                params=changed.params, model_params=changed.model_params, system=changed.system
+            )
+        self.refresh_title()
 
     def action_models(self) -> None:
-        from tui.screens.models import ModelsScreen
-
         current = [model.card for model in self.session.models]
-        self.app.push_screen(ModelsScreen(self.app.config.catalog, current),  # type: ignore[attr-defined]
-                             self.apply_models)
+        self.app.push_screen(ModelsScreen(self.catalog, current), self.apply_models)
 
-    async def apply_models(self, wanted: list | None) -> None:  # type: ignore[type-arg]
+    async def apply_models(self, wanted: list[ModelCard] | None) -> None:
         if wanted is None:
             return
         wanted_ids = {card.id for card in wanted}
@@ -393,7 +329,7 @@ class ChatScreen(Screen[None]):
             await self.remove_pane(model_id)
         for card in wanted:
             if card.id not in self.queues:
-                model = self.app.config.make_backend(card)  # type: ignore[attr-defined]
+                model = self.make_backend(card)
                 self.session.add_model(model)
                 await self.add_pane(model)
         self.refresh_title()
@@ -403,28 +339,23 @@ class ChatScreen(Screen[None]):
         original panes go."""
         await self.action_cancel_all()
         await self.session.start_over(scenario)
-        for key in [key for key, pane in self.panes.items() if pane.group]:
-            await self.grid.remove(key)
+        for key in [key for key, pane in self.panes.items() if pane.original]:
+            await self.grid.remove_pane(key)
         for pane in self.panes.values():
             await pane.clear()
-            if pane.state not in ("error", "waiting", "fetching", "loading"):
-                pane.state = "ready"
         self.refresh_title()
 
     async def action_new_session(self) -> None:
-        if not self.app.may_leave("F4 again starts a new session"):  # type: ignore[attr-defined]
+        if not self.may_leave("F4 again starts a new session"):
             return
         await self.start_over()
         self.notify("New session: history cleared; the transcript starts with the next turn")
 
     def action_scenario(self) -> None:
-        from tui.screens.scenarios import ScenarioScreen
-
-        if not self.app.may_leave("F6 again picks a scenario"):  # type: ignore[attr-defined]
+        if not self.may_leave("F6 again picks a scenario"):
             return
         current = self.session.scenario.id if self.session.scenario else None
-        self.app.push_screen(ScenarioScreen(self.app.config.scenarios, current),  # type: ignore[attr-defined]
-                             self.start_scenario)
+        self.app.push_screen(ScenarioScreen(self.scenarios, current), self.start_scenario)
 
     async def start_scenario(self, scenario: Scenario | None) -> None:
         if scenario is None:
@@ -435,49 +366,20 @@ class ChatScreen(Screen[None]):
             self.send_turn(scenario.first_turn)
 
     def action_sessions(self) -> None:
-        from tui.screens.sessions import SessionsScreen
-
-        self.app.push_screen(SessionsScreen())
+        current = [model.card for model in self.session.models]
+        self.app.push_screen(SessionsScreen(self.sessions_dir, self.catalog, current))
 
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
-
         self.app.push_screen(HelpScreen(self.BINDINGS))
 
     def palette_commands(self) -> Iterator[SystemCommand]:
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
             if binding.description and not binding.action.startswith(("scroll", "step")):
-                yield SystemCommand(binding.description, f"{binding.description} ({binding.key})",
-                                    lambda action=binding.action: self.run_action(action))
+                yield SystemCommand(
+                    binding.description,
+                    f"{binding.description} ({binding.key})",
+                    lambda action=binding.action: self.run_action(action),
+                )
         yield SystemCommand("Previous pane", "Show the previous model's pane (alt+left)", lambda: self.grid.step(-1))
         yield SystemCommand("Next pane", "Show the next model's pane (alt+right)", lambda: self.grid.step(1))
-
-
-class SaveElsewhereScreen(ModalScreen[Path | None]):
-    """Asks for a folder to save the session in when its own cannot be written."""
-
-    BINDINGS = [Binding("escape", "dismiss", "Cancel")]
-
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Static(Text(safe_text(f"Saving stopped: {self.reason}")), classes="problem")
-            yield Label("Save the whole session in this folder, and go on saving there:", classes="field-label")
-            yield Input(str(Path.home()), id="folder")
-            with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("Save", id="save", variant="primary")
-
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#save")
-    def save(self) -> None:
-        folder = self.query_one("#folder", Input).value.strip()
-        self.dismiss(Path(folder).expanduser() if folder else None)
-
-    @on(Button.Pressed, "#cancel")
-    def cancel(self) -> None:
-        self.dismiss(None)

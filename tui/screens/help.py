@@ -9,15 +9,19 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-COMPOSER_KEYS = [("Enter", "send the turn to every ready model"), ("Ctrl+J / Shift+Enter", "new line in the composer"),
-                 ("Ctrl+P", "command palette: every action by name"), ("Ctrl+Q", "quit")]
+COMPOSER_KEYS = [
+    ("Enter", "send the turn to every ready model"),
+    ("Ctrl+J / Shift+Enter", "new line in the composer"),
+    ("Ctrl+P", "command palette: every action by name"),
+    ("Ctrl+Q", "quit"),
+]
 
 
 NAMES = {"escape": "Esc", "left": "←", "right": "→", "up": "↑", "down": "↓", "pageup": "PgUp", "pagedown": "PgDn"}
 
 
 def key_label(key: str) -> str:
-    """"ctrl+left,alt+f1" -> "Ctrl+← / Alt+F1"."""
+    """ "ctrl+left,alt+f1" -> "Ctrl+← / Alt+F1"."""
 
     def one(part: str) -> str:
         *modifiers, name = part.split("+")

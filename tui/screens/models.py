@@ -13,8 +13,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 
-from tui.cards import Catalog, ModelCard, card_from_gguf, size_label
+from tui.cards import Catalog, ModelCard, card_from_gguf
 from tui.gguf import GGUFError
+from tui.labels import params_label, size_label
 from tui.store import find_local
 from tui.textsafe import safe_text
 
@@ -34,12 +35,20 @@ class ModelsScreen(ModalScreen[list[ModelCard] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             # Text, not markup: the title can name a saved session, and model names come from files.
-            yield Label(Text.assemble((safe_text(self.title_text), "bold"),
-                                      " · models load in the background; removed ones are closed"))
+            yield Label(
+                Text.assemble(
+                    (safe_text(self.title_text), "bold"), " · models load in the background; removed ones are closed"
+                )
+            )
             yield Label("Start from a lineup", classes="field-label")
-            yield Select([(Text(safe_text(f"{l.name} ({len(l.models)} models)")), l.name)
-                          for l in self.catalog.lineups.values()],
-                         prompt="keep the current models", id="lineup")
+            yield Select(
+                [
+                    (Text(safe_text(f"{lineup.name} ({len(lineup.models)} models)")), lineup.name)
+                    for lineup in self.catalog.lineups.values()
+                ],
+                prompt="keep the current models",
+                id="lineup",
+            )
             yield Label("Models (space ticks)", classes="field-label")
             yield SelectionList[str](id="cards")
             yield Label("Or add a GGUF file", classes="field-label")
@@ -57,7 +66,7 @@ class ModelsScreen(ModalScreen[list[ModelCard] | None]):
         cards.clear_options()
         for card in sorted(self.cards.values(), key=lambda c: (c.params, c.id)):
             where = "here" if find_local(card) else card.sources[0].kind
-            label = f"{card.params_label:>5}  {card.name}  ({card.quant}, {size_label(card.size)}, {where})"
+            label = f"{params_label(card.params):>5}  {card.name}  ({card.quant}, {size_label(card.size)}, {where})"
             cards.add_option((Text(safe_text(label)), card.id, card.id in self.chosen))
         cards.styles.height = min(len(self.cards) + 2, 14)
 
@@ -68,7 +77,7 @@ class ModelsScreen(ModalScreen[list[ModelCard] | None]):
             self.fill()
 
     @on(SelectionList.SelectedChanged)
-    def remember(self, event: SelectionList.SelectedChanged) -> None:  # type: ignore[type-arg]
+    def remember(self, event: SelectionList.SelectedChanged[str]) -> None:
         self.chosen = set(event.selection_list.selected)
 
     @on(Button.Pressed, "#apply")

@@ -7,35 +7,21 @@ What the transcript says (its name, models, scenario, notes, problems) is shown 
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual import on
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, Static
 
-from tui.cards import ModelCard, card_from_record
+from tui.cards import Catalog, ModelCard, card_from_record
 from tui.history import SessionRecord, load_record
+from tui.screens.messages import ResumeRequested, choose_replay
 from tui.textsafe import safe_text
 from tui.transcript import append_event
-from tui.widgets.grid import PaneGrid
+from tui.widgets.grid import PaneGrid, PaneKeys
 from tui.widgets.pane import ModelPane
-
-
-def choose_replay(app: App[Any], record: SessionRecord) -> None:
-    """Ask which models to replay a session to, then start the replay."""
-    from tui.screens.models import ModelsScreen
-
-    async def start(cards: list[ModelCard] | None) -> None:
-        if cards:
-            await app.replay(record, cards)  # type: ignore[attr-defined]
-
-    current = [model.card for model in app.session.models]  # type: ignore[attr-defined]
-    app.push_screen(ModelsScreen(app.config.catalog, current, title=f"Replay {record.id} to"),  # type: ignore[attr-defined]
-                    start)
 
 
 class NoteScreen(ModalScreen[str | None]):
@@ -58,24 +44,25 @@ class NoteScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class ReviewScreen(Screen[None]):
+class ReviewScreen(PaneKeys, Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("b", "mark_best", "Best"),
         Binding("n", "note", "Note"),
         Binding("left_square_bracket", "turn(-1)", "◀ Turn"),
         Binding("right_square_bracket", "turn(1)", "Turn ▶"),
-        Binding("alt+left,left", "step(-1)", "◀ Pane", show=False),
-        Binding("alt+right,right", "step(1)", "Pane ▶", show=False),
-        Binding("f5", "zoom", "Zoom"),
-        Binding("f9", "toggle_sync", "Sync scroll"),
+        Binding("left", "step(-1)", "◀ Pane", show=False),  # nothing here to type in: plain arrows switch panes
+        Binding("right", "step(1)", "Pane ▶", show=False),
+        *PaneKeys.PANE_BINDINGS,
         Binding("ctrl+r", "resume", "Resume"),
         Binding("ctrl+y", "replay", "Replay"),
     ]
 
-    def __init__(self, record: SessionRecord) -> None:
+    def __init__(self, record: SessionRecord, catalog: Catalog, current: list[ModelCard]) -> None:
         super().__init__()
         self.record = record
+        self.catalog = catalog  # the cards a replay may use
+        self.current = current  # the cards of the session open now, offered for a replay
         self.grid = PaneGrid()
         self.turn = 1
 
@@ -95,7 +82,6 @@ class ReviewScreen(Screen[None]):
                 await pane.show_saved(turn.number, turn.text, turn.replies.get(str(card.get("id"))))
             pane.state = "done"
             pane.score = scores.get(str(card.get("id")))
-            pane.refresh_header()
         scenario = record.header.get("scenario") or {}
         title = f" · {len(record.turns)} turns · {record.created[:16].replace('T', ' ')}"
         if isinstance(scenario, dict) and scenario.get("title"):
@@ -103,15 +89,17 @@ class ReviewScreen(Screen[None]):
         if record.header.get("replay_of"):
             title += f" · replay of {record.header['replay_of']}"
         self.query_one("#title", Static).update(
-            Text.assemble(("Ladder", "bold"), " · review · ", (safe_text(record.id), "bold"), safe_text(title)))
+            Text.assemble(("Ladder", "bold"), " · review · ", (safe_text(record.id), "bold"), safe_text(title))
+        )
         settings = record.settings
         system = str(settings.get("system") or "(none)").replace("\n", " ")
         params = settings.get("params") or {}
         line = f"system: {system[:80]} · " + " · ".join(f"{k} {v}" for k, v in params.items())
         self.query_one("#settings-line", Static).update(Text(safe_text(line), style="dim"))
         for problem in record.problems:
-            self.notify(problem, title="Part of this transcript could not be read", severity="warning", timeout=8,
-                        markup=False)
+            self.notify(
+                problem, title="Part of this transcript could not be read", severity="warning", timeout=8, markup=False
+            )
 
     # --- moving around -----------------------------------------------------------------------
 
@@ -120,15 +108,6 @@ class ReviewScreen(Screen[None]):
         current = (self.grid.top_turn(pane) if pane else None) or self.turn
         self.turn = max(1, min(len(self.record.turns), current + by))
         self.grid.scroll_to_turn(self.turn)
-
-    def action_step(self, by: int) -> None:
-        self.grid.step(by)
-
-    def action_zoom(self) -> None:
-        self.grid.zoomed = not self.grid.zoomed
-
-    def action_toggle_sync(self) -> None:
-        self.grid.sync_scroll = not self.grid.sync_scroll
 
     # --- marks and notes, appended to the transcript --------------------------------------------
 
@@ -173,8 +152,8 @@ class ReviewScreen(Screen[None]):
 
     # --- leaving: resume or replay -------------------------------------------------------------
 
-    async def action_resume(self) -> None:
-        await self.app.resume(self.record)  # type: ignore[attr-defined]
+    def action_resume(self) -> None:
+        self.post_message(ResumeRequested(self.record))
 
     def action_replay(self) -> None:
-        choose_replay(self.app, self.record)
+        choose_replay(self, self.record, self.catalog, self.current)

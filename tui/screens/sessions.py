@@ -19,14 +19,18 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from tui import archive
-from tui.history import load_record
+from tui.cards import Catalog, ModelCard
+from tui.history import SessionRecord, load_record
+from tui.screens.messages import ResumeRequested, choose_replay
+from tui.screens.review import ReviewScreen
 from tui.textsafe import safe_text
 
 FILTERS = ("model", "scenario", "since", "until")
+Row = tuple[archive.SessionSummary, list[str]]  # a session, and the snippets of it that match the search
 
 
 def parse_query(query: str) -> tuple[str | None, dict[str, str]]:
-    """"word model:qwen since:2026-11-01" -> ("word", {"model": "qwen", "since": "2026-11-01"})."""
+    """ "word model:qwen since:2026-11-01" -> ("word", {"model": "qwen", "since": "2026-11-01"})."""
     words, filters = [], {}
     for token in query.split():
         key, sep, value = token.partition(":")
@@ -61,9 +65,11 @@ class SessionsScreen(Screen[None]):
         Binding("ctrl+f", "focus_search", "Search"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Path, catalog: Catalog, current: list[ModelCard]) -> None:
         super().__init__()
-        self.directory = Path()  # the app's sessions folder, set on mount
+        self.directory = directory  # the sessions folder
+        self.catalog = catalog  # the cards a replay may use
+        self.current = current  # the cards of the session open now, offered for a replay
         self.ids: list[str] = []
         self.snippets: dict[str, list[str]] = {}
         self.listed: str | None = None  # the query the rows on screen answer; None before the first list
@@ -71,14 +77,15 @@ class SessionsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
-        yield Input(placeholder="search prompts and replies · model:NAME scenario:ID since:YYYY-MM-DD until:YYYY-MM-DD",
-                    id="query")
+        yield Input(
+            placeholder="search prompts and replies · model:NAME scenario:ID since:YYYY-MM-DD until:YYYY-MM-DD",
+            id="query",
+        )
         yield SessionTable(id="sessions", cursor_type="row", zebra_stripes=True)
         yield Static(id="preview")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.directory = self.app.config.sessions_dir  # type: ignore[attr-defined]
         table = self.query_one(DataTable)
         table.add_columns("date", "scenario", "lineup", "turns", "first prompt")
         self.refresh_list("")
@@ -97,8 +104,17 @@ class SessionsScreen(Screen[None]):
         text, filters = parse_query(query)
         try:
             if text or filters:
-                hits = archive.search(self.directory, text, **filters)
-                rows = [(hit.summary, [f"turn {s.turn} · {s.who}: {s.text}" for s in hit.snippets]) for hit in hits]
+                hits = archive.search(
+                    self.directory,
+                    text,
+                    model=filters.get("model"),
+                    scenario=filters.get("scenario"),
+                    since=filters.get("since"),
+                    until=filters.get("until"),
+                )
+                rows: list[Row] = [
+                    (hit.summary, [f"turn {s.turn} · {s.who}: {s.text}" for s in hit.snippets]) for hit in hits
+                ]
             else:
                 rows = [(summary, []) for summary in archive.list_sessions(self.directory)]
         except ValueError as error:  # a bad date in since:/until:
@@ -111,7 +127,7 @@ class SessionsScreen(Screen[None]):
         if self.show_rows(query, []):
             self.query_one("#preview", Static).update(Text(safe_text(message), style="red"))
 
-    def show_rows(self, query: str, rows: list) -> bool:  # type: ignore[type-arg]
+    def show_rows(self, query: str, rows: list[Row]) -> bool:
         """Show the rows found for `query`, unless the box holds another query by now (a
         cancelled search thread still delivers its result); whether they were shown."""
         if query != self.query_one("#query", Input).value:
@@ -122,15 +138,22 @@ class SessionsScreen(Screen[None]):
         self.snippets = {}
         for summary, snippets in rows:
             prompt = summary.first_prompt.replace("\n", " ")
-            cells = (str(summary.created)[:16].replace("T", " "), summary.scenario or "-", summary.lineup or "-",
-                     str(summary.turns), prompt[:80] + ("…" if len(prompt) > 80 else ""))
+            cells = (
+                str(summary.created)[:16].replace("T", " "),
+                summary.scenario or "-",
+                summary.lineup or "-",
+                str(summary.turns),
+                prompt[:80] + ("…" if len(prompt) > 80 else ""),
+            )
             # Text, not str: a DataTable reads str cells as markup, and these come from files.
             table.add_row(*(Text(safe_text(cell)) for cell in cells), key=summary.id)
             self.ids.append(summary.id)
             self.snippets[summary.id] = snippets
         count = f"{len(rows)} session{'s' if len(rows) != 1 else ''}"
-        self.query_one("#title", Static).update(Text.assemble(("Sessions", "bold"), f" · {count} in {self.directory}",
-                                                              ("  Enter opens · Ctrl+R resumes · Ctrl+Y replays", "dim")))
+        keys = "  Enter opens · Ctrl+R resumes · Ctrl+Y replays"
+        self.query_one("#title", Static).update(
+            Text.assemble(("Sessions", "bold"), f" · {count} in {self.directory}", (keys, "dim"))
+        )
         self.show_preview()
         self.listed = query
         if self.after_listing is not None:
@@ -159,7 +182,7 @@ class SessionsScreen(Screen[None]):
             return None
         return self.ids[table.cursor_row]
 
-    def selected_record(self):  # type: ignore[no-untyped-def]
+    def selected_record(self) -> SessionRecord | None:
         session_id = self.selected()
         if session_id is None:
             return None
@@ -169,36 +192,33 @@ class SessionsScreen(Screen[None]):
             self.notify(str(error), severity="error", markup=False)
             return None
         for problem in record.problems:
-            self.notify(problem, title="Part of this transcript could not be read", severity="warning", timeout=8,
-                        markup=False)
+            self.notify(
+                problem, title="Part of this transcript could not be read", severity="warning", timeout=8, markup=False
+            )
         return record
 
     @on(DataTable.RowSelected)
     @on(SessionTable.EnterOnEmpty)
     def action_open(self) -> None:
-        from tui.screens.review import ReviewScreen
-
         if self.listing_pending(self.action_open):
             return
         record = self.selected_record()
         if record is not None:
-            self.app.push_screen(ReviewScreen(record))
+            self.app.push_screen(ReviewScreen(record, self.catalog, self.current))
 
-    async def action_resume(self) -> None:
+    def action_resume(self) -> None:
         if self.listing_pending(self.action_resume):
             return
         record = self.selected_record()
         if record is not None:
-            await self.app.resume(record)  # type: ignore[attr-defined]
+            self.post_message(ResumeRequested(record))
 
     def action_replay(self) -> None:
-        from tui.screens.review import choose_replay
-
         if self.listing_pending(self.action_replay):
             return
         record = self.selected_record()
         if record is not None:
-            choose_replay(self.app, record)
+            choose_replay(self, record, self.catalog, self.current)
 
     def action_to_list(self) -> None:
         table = self.query_one(DataTable)

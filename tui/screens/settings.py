@@ -1,8 +1,10 @@
 """Settings: the system prompt, and sampling parameters shared by all models or set for
-one model. Changes apply from the next turn and are recorded in the transcript."""
+one model. The dialog returns the new settings (`dismiss`); the chat screen applies them
+to the session, from the next turn, and they are recorded in the transcript."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
@@ -13,32 +15,41 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
+from tui.cards import ModelCard
 from tui.engine.events import PARAM_NAMES, SamplingParams
-from tui.session import Session
 from tui.textsafe import safe_text
 
 SHARED = "*"
 
 
-class SettingsScreen(ModalScreen[bool]):
+@dataclass(frozen=True)
+class Settings:
+    params: SamplingParams  # shared by all models
+    model_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # model id -> its own values
+    system: str = ""
+
+
+class SettingsScreen(ModalScreen[Settings | None]):
+    """Edits `current` for the models of `cards`; returns the new settings, or None if cancelled."""
+
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "save", "Save")]
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, current: Settings, cards: list[ModelCard]) -> None:
         super().__init__()
-        self.session = session
-        self.shared: dict[str, Any] = session.params.as_dict()
-        self.overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in session.model_params.items()}
+        self.current = current
+        self.cards = cards
+        self.shared: dict[str, Any] = current.params.as_dict()
+        self.overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in current.model_params.items()}
         self.scope = SHARED
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("[b]Settings[/b] · they apply from the next turn and are saved in the transcript")
             yield Label("System prompt", classes="field-label")
-            yield TextArea(self.session.conversation.system, id="system", soft_wrap=True)
+            yield TextArea(self.current.system, id="system", soft_wrap=True)
             yield Label("Sampling parameters for", classes="field-label")
             # Text, not markup: model names come from GGUF files and model cards.
-            choices = [("all models (shared)", SHARED)] + [(Text(safe_text(m.card.name)), m.card.id)
-                                                          for m in self.session.models]
+            choices = [("all models (shared)", SHARED)] + [(Text(safe_text(card.name)), card.id) for card in self.cards]
             yield Select(choices, value=SHARED, allow_blank=False, id="scope")
             with Grid(id="params"):
                 for name in PARAM_NAMES:
@@ -94,7 +105,8 @@ class SettingsScreen(ModalScreen[bool]):
             self.take_inputs()
         except ValueError as error:
             self.query_one(".problem", Static).update(Text(safe_text(str(error))))
-            event.select.value = self.scope
+            scope: Select[str] = self.query_one("#scope", Select)
+            scope.value = self.scope  # back to the scope whose inputs need fixing
             return
         self.scope = str(event.value)
         self.query_one(".problem", Static).update("")
@@ -108,10 +120,8 @@ class SettingsScreen(ModalScreen[bool]):
         except ValueError as error:
             self.query_one(".problem", Static).update(Text(safe_text(str(error))))
             return
-        self.session.change_settings(params=params, model_params=self.overrides,
-                                     system=self.query_one("#system", TextArea).text.strip())
-        self.dismiss(True)
+        self.dismiss(Settings(params, self.overrides, self.query_one("#system", TextArea).text.strip()))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
-        self.dismiss(False)
+        self.dismiss(None)

@@ -1,21 +1,25 @@
-"""The panes of a screen, laid out side by side or one at a time, scrolling together.
+"""The panes of a screen, laid out side by side or one at a time, scrolling together, and
+the keys that move around them.
 
-Panes are ordered by group (live models, then a replay's original replies) and then by
-parameter count. Narrower than `MIN_PANE_WIDTH` a pane, or when zoomed, only the
-current pane shows, with a switcher line naming them all. With sync on, scrolling one
-pane scrolls the others to the same turn.
+Panes are ordered live models first, then a replay's original replies, each by parameter
+count. Narrower than `MIN_PANE_WIDTH` a pane, or when zoomed, only the current pane
+shows, with a switcher line naming them all. With sync on, scrolling one pane scrolls
+the others to the same turn.
 """
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Container, Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from tui.labels import params_label
 from tui.textsafe import safe_text
 from tui.widgets.pane import STATES, ModelPane
 
@@ -29,7 +33,7 @@ class PaneGrid(Vertical):
     def __init__(self) -> None:
         super().__init__(id="grid")
         self.panes: dict[str, ModelPane] = {}
-        self.sync_scroll = True
+        self.sync_scroll = True  # scrolling one pane scrolls the others to the same turn
         self._syncing = False
 
     def compose(self) -> ComposeResult:
@@ -37,7 +41,7 @@ class PaneGrid(Vertical):
         yield Container(id="panes")
 
     def ordered(self) -> list[ModelPane]:
-        return sorted(self.panes.values(), key=lambda pane: (pane.group, pane.card.params))
+        return sorted(self.panes.values(), key=lambda pane: (pane.original, pane.card.params))
 
     async def add(self, key: str, pane: ModelPane) -> None:
         self.panes[key] = pane
@@ -48,10 +52,11 @@ class PaneGrid(Vertical):
             await container.mount(pane, before=ordered[index + 1])
         else:
             await container.mount(pane)
-        self.watch(pane.turns, "scroll_y", lambda _: self.scrolled(pane), init=False)
+        self.watch(pane.turns, "scroll_y", lambda _: self.pane_scrolled(pane), init=False)
+        self.watch(pane, "state", lambda _: self.update_switcher(), init=False)
         self.update_layout()
 
-    async def remove(self, key: str) -> None:
+    async def remove_pane(self, key: str) -> None:
         pane = self.panes.pop(key)
         await pane.remove()
         self.current = min(self.current, max(len(self.panes) - 1, 0))
@@ -85,9 +90,9 @@ class PaneGrid(Vertical):
     def update_switcher(self) -> None:
         line = Text()
         for index, pane in enumerate(self.ordered()):
-            marker = "⟲ " if pane.group else ""
+            marker = "⟲ " if pane.original else ""
             name = safe_text(pane.card.name.split(" ")[0])
-            label = f" {marker}{pane.card.params_label} {name} {STATES[pane.state][0]} "
+            label = f" {marker}{params_label(pane.card.params)} {name} {STATES[pane.state][0]} "
             line.append(label, style="reverse bold" if index == self.current else "")
             line.append(" ")
         line.append(" Alt+←/→ switch · F5 zoom", style="dim")
@@ -105,9 +110,14 @@ class PaneGrid(Vertical):
     def step(self, by: int) -> None:
         self.current = (self.current + by) % max(len(self.panes), 1)
 
+    def toggle_sync(self) -> None:
+        self.sync_scroll = not self.sync_scroll
+        self.notify("Panes scroll together, aligned by turn" if self.sync_scroll else "Panes scroll one at a time")
+
     # --- scrolling together, aligned by turn -------------------------------------------------
 
     def scroll_current(self, amount: float) -> None:
+        """Scroll the current pane by `amount` lines, or by that fraction of a page if under 1."""
         pane = self.current_pane()
         if pane:
             lines = amount * pane.turns.size.height if abs(amount) < 1 else amount
@@ -119,10 +129,10 @@ class PaneGrid(Vertical):
             if view is not None:
                 pane.turns.scroll_to(y=view.virtual_region.y, animate=False, immediate=True)
 
-    def scrolled(self, pane: ModelPane) -> None:
+    def pane_scrolled(self, pane: ModelPane) -> None:
         pane.scrolled()
-        if not pane.following:  # following new text is not a scroll the others should copy
-            self.follow(pane)
+        if not pane.at_end:  # keeping new text in view is not a scroll the others should copy
+            self.align_others_to(pane)
 
     def top_turn(self, pane: ModelPane) -> int | None:
         top = pane.turns.scroll_y
@@ -130,8 +140,8 @@ class PaneGrid(Vertical):
         anchor = next((v for v in reversed(views) if v.virtual_region.y <= top), None)
         return getattr(anchor, "turn", None)
 
-    def follow(self, leader: ModelPane) -> None:
-        """Scroll the other panes so that the turn at the top of `leader` is at their top."""
+    def align_others_to(self, leader: ModelPane) -> None:
+        """With sync on, scroll the other panes so that the turn at the top of `leader` is at their top."""
         if self._syncing or not self.sync_scroll:
             return
         turn = self.top_turn(leader)
@@ -148,3 +158,34 @@ class PaneGrid(Vertical):
                     pane.turns.scroll_to(y=target, animate=False, immediate=True)
         finally:
             self._syncing = False
+
+
+class PaneKeys:
+    """The keys that move around a screen's `PaneGrid`, in one place: a screen showing a grid
+    inherits these actions and lists `PANE_BINDINGS` among its own bindings (Textual reads
+    bindings only from widget classes, and the footer shows them in the order listed)."""
+
+    grid: PaneGrid
+
+    PANE_BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f5", "zoom", "Zoom"),
+        Binding("f9", "toggle_sync", "Sync scroll"),
+        Binding("alt+left", "step(-1)", "◀ Pane"),
+        Binding("alt+right", "step(1)", "Pane ▶"),
+        Binding("alt+up", "scroll(-3)", "Scroll up", show=False),
+        Binding("alt+down", "scroll(3)", "Scroll down", show=False),
+        Binding("shift+pageup", "scroll(-0.8)", "Page up", show=False),
+        Binding("shift+pagedown", "scroll(0.8)", "Page down", show=False),
+    ]
+
+    def action_zoom(self) -> None:
+        self.grid.zoomed = not self.grid.zoomed
+
+    def action_step(self, by: int) -> None:
+        self.grid.step(by)
+
+    def action_scroll(self, amount: float) -> None:
+        self.grid.scroll_current(amount)
+
+    def action_toggle_sync(self) -> None:
+        self.grid.toggle_sync()

@@ -1,13 +1,16 @@
 """One model's pane: a header saying what the model is and what it is doing, its replies
 turn by turn, and a footer with the last reply's numbers.
 
-Everything but the reply itself is shown as `Text`, never as a markup string: names,
-finish reasons, errors and notes come from GGUF files and saved transcripts, and
-Textual would read "[/x]" in them as markup (and fail) or "[@click=…]" as an action."""
+The chat screen drives a pane with `begin` and `apply` (one call per event of a reply);
+what the pane shows follows from its reactive fields. Everything but the reply itself is
+shown as `Text`, never as a markup string: names, finish reasons, errors and notes come
+from GGUF files and saved transcripts, and Textual would read "[/x]" in them as markup
+(and fail) or "[@click=…]" as an action."""
 
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from markdown_it import MarkdownIt
 from rich.text import Text
@@ -16,26 +19,28 @@ from textual.containers import Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Markdown, Static
 
-from tui.cards import ModelCard, size_label
+from tui.cards import ModelCard
 from tui.checks import CheckResult, Score
-from tui.engine.events import Finished
+from tui.engine.events import Finished, FirstToken, PromptReady, TextPiece, TurnEvent
 from tui.history import Reply
+from tui.labels import params_label, reply_stats, size_label
+from tui.session import Checked
 from tui.textsafe import safe_text
 
-STATES = {
-    "waiting": "◌ waiting", "fetching": "⇣ fetching", "loading": "◌ loading", "ready": "● ready",
-    "thinking": "… thinking", "streaming": "▶ streaming", "done": "✓ done", "cancelled": "⊘ cancelled",
+PaneState = Literal["waiting", "fetching", "loading", "ready", "thinking", "streaming", "done", "cancelled", "error"]
+STATES: dict[PaneState, str] = {
+    "waiting": "◌ waiting",
+    "fetching": "⇣ fetching",
+    "loading": "◌ loading",
+    "ready": "● ready",
+    "thinking": "… thinking",
+    "streaming": "▶ streaming",
+    "done": "✓ done",
+    "cancelled": "⊘ cancelled",
     "error": "✗ error",
 }
-
-
-def reply_stats(done: Finished) -> str:
-    parts = [done.finish_reason if done.status == "done" else done.status, f"{done.completion_tokens} tok"]
-    if done.ttft_s is not None:
-        parts.append(f"TTFT {done.ttft_s:.2f}s")
-    if done.tokens_per_s:
-        parts.append(f"{done.tokens_per_s:.1f} t/s")
-    return " · ".join(parts)
+ANSWERING: tuple[PaneState, ...] = ("thinking", "streaming")
+NOT_LOADED: tuple[PaneState, ...] = ("waiting", "fetching", "loading", "error")  # no model to answer (yet)
 
 
 def line_breaking_markdown() -> MarkdownIt:
@@ -84,7 +89,7 @@ class TurnView(Vertical):
             self.mount(Static(Text(f"ⓘ {safe_text(notice)}"), classes="notice"), before=self.stats)
         if done.error:
             self.mount(Static(Text(f"✗ {safe_text(done.error)}"), classes="error"), before=self.stats)
-        self.stats.update(Text(safe_text(reply_stats(done))))
+        self.stats.update(Text(safe_text(" · ".join(reply_stats(done)))))
         self.set_class(done.status != "done", f"-{done.status}")
 
     def show_marks(self, best: bool, notes: list[str]) -> None:
@@ -96,32 +101,37 @@ class TurnView(Vertical):
             self.mount(Static(Text("\n".join(lines), style="bold yellow"), classes="mark"), after=self.stats)
 
     def show_check(self, result: CheckResult) -> None:
-        mark = Text(f"{'✓' if result.passed else '✗'} {safe_text(result.reason)}",
-                    style="bold green" if result.passed else "bold red")
+        mark = Text(
+            f"{'✓' if result.passed else '✗'} {safe_text(result.reason)}",
+            style="bold green" if result.passed else "bold red",
+        )
         self.mount(Static(mark, classes="check"), before=self.stats)
 
 
 class ModelPane(Vertical):
-    """The pane of one model; the chat screen drives it with begin/write/finish."""
+    """The pane of one model: the chat screen starts a reply with `begin` and shows its
+    events with `apply`; saved replies are shown with `show_saved`."""
 
-    state: reactive[str] = reactive("waiting")
-    progress: reactive[str] = reactive("")
+    state: reactive[PaneState] = reactive("waiting")
+    progress: reactive[str] = reactive("")  # of fetching or loading the model, e.g. "40%"
+    context: reactive[tuple[int, int]] = reactive((0, 0))  # tokens in the model's context, of its size
+    overrides: reactive[str] = reactive("")  # per-model sampling parameters, shown in the header
+    score: reactive[Score | None] = reactive(None, always_update=True)  # in a scenario with checks; changes in place
 
-    def __init__(self, card: ModelCard, group: int = 0) -> None:
+    def __init__(self, card: ModelCard, original: bool = False) -> None:
         super().__init__(classes="pane")
         self.card = card
-        self.group = group  # 0: a live model; 1: a replay's original replies, shown read-only
+        self.original = original  # a replay's saved replies, shown read-only beside the live models
         self.header = Static("", classes="pane-header")
         self.turns = VerticalScroll(classes="turns")
         self.footer = Static("", classes="pane-footer")
-        self.overrides = ""  # per-model sampling parameters, shown in the header
-        self.context = (0, card.context)
+        self.set_reactive(ModelPane.context, (0, card.context))  # the card's size until the model says
         self.live_tokens = 0
         self.live_started = 0.0
-        self.last: Finished | None = None
-        self.following = True
+        self.last: Finished | None = None  # the last reply's numbers, shown in the footer
+        self.at_end = True  # the view shows the newest text, so new text is scrolled into view
+        self.reply_view: TurnView | None = None  # the turn and reply begun last
         self.streaming: TurnView | None = None  # the reply being written, if any
-        self.score: Score | None = None  # in a scenario with checks
 
     def compose(self) -> ComposeResult:
         yield self.header
@@ -136,17 +146,27 @@ class ModelPane(Vertical):
         for state in STATES:
             self.set_class(state == self.state, f"-{state}")
         self.refresh_header()
+        self.refresh_footer()
 
     def watch_progress(self) -> None:
         self.refresh_header()
 
+    def watch_overrides(self) -> None:
+        self.refresh_header()
+
+    def watch_score(self) -> None:
+        self.refresh_header()
+
+    def watch_context(self) -> None:
+        self.refresh_footer()
+
     def refresh_header(self) -> None:
         card = self.card
-        title = Text(("⟲ original: " if self.group else "") + safe_text(card.name), style="bold")
-        facts = safe_text(f"{card.params_label} · {card.quant} · {size_label(card.size)} · {card.family}")
+        title = Text(("⟲ original: " if self.original else "") + safe_text(card.name), style="bold")
+        facts = safe_text(f"{params_label(card.params)} · {card.quant} · {size_label(card.size)} · {card.family}")
         if not card.instruct and "base" not in card.name.lower():
             facts += " · base model"
-        state = STATES.get(self.state, self.state) + (f" {self.progress}" if self.progress else "")
+        state = STATES[self.state] + (f" {self.progress}" if self.progress else "")
         if self.score is not None:
             state += f" · score {self.score}"
         lines = Text.assemble(title, "\n", (facts, "dim"), "\n", (state, "bold"))
@@ -157,7 +177,7 @@ class ModelPane(Vertical):
     def refresh_footer(self) -> None:
         used, size = self.context
         parts = []
-        if self.state in ("thinking", "streaming"):
+        if self.state in ANSWERING:
             parts.append(f"{self.live_tokens} tok")
             elapsed = time.perf_counter() - self.live_started
             if self.live_tokens > 1 and elapsed > 0:
@@ -171,7 +191,16 @@ class ModelPane(Vertical):
         parts.append(f"ctx {used}/{size}")
         self.footer.update(Text(" · ".join(parts)), layout=False)
 
+    # --- the model's life: loading, then replies ----------------------------------------------
+
+    def show_ready(self, context: tuple[int, int]) -> None:
+        """The model is loaded: `context` is its (tokens held, context size)."""
+        self.progress = ""
+        self.context = context
+        self.state = "ready"
+
     def show_error(self, message: str) -> None:
+        self.progress = ""
         self.state = "error"
         self.turns.mount(Static(Text(f"✗ {safe_text(message)}"), classes="error"))
 
@@ -179,30 +208,68 @@ class ModelPane(Vertical):
         found = self.turns.query(f"#turn-{turn}")
         return found.first(TurnView) if found else None
 
-    async def begin(self, turn: int, prompt: str) -> TurnView:
+    async def begin(self, turn: int, prompt: str) -> None:
+        """A reply to user turn `turn` starts; `apply` shows its events."""
         view = TurnView(turn, safe_text(prompt))
         await self.turns.mount(view)
-        self.state = "thinking"
         self.live_tokens, self.live_started = 0, time.perf_counter()
-        self.streaming = view
-        self.follow()
-        return view
+        self.reply_view = self.streaming = view
+        self.state = "thinking"
+        self.keep_end_in_view()
+
+    async def apply(self, event: TurnEvent | Checked) -> None:
+        """Show one event of the reply begun last. Text is buffered until the next `flush`;
+        a notice is for the screen to show (it says so in a toast)."""
+        view = self.reply_view
+        assert view is not None, "apply() before begin()"
+        if isinstance(event, PromptReady):
+            self.context = (event.prompt_tokens, self.context[1])
+        elif isinstance(event, FirstToken):
+            self.live_started = time.perf_counter()
+            self.state = "streaming"
+        elif isinstance(event, TextPiece):
+            self.live_tokens += event.tokens
+            view.write(event.text)
+        elif isinstance(event, Finished):
+            self.streaming = None
+            await view.finish(event)
+            self.keep_end_in_view()
+            self.last = event
+            self.state = event.status
+        elif isinstance(event, Checked):
+            view.show_check(event.result)
+            self.score = event.score
+            self.keep_end_in_view()
+
+    async def drop_reply(self) -> None:
+        """Take away the reply begun last: it belongs to a session since left (F4, F6)."""
+        view, self.reply_view = self.reply_view, None
+        if self.streaming is view:
+            self.streaming = None
+        if view is not None and view.is_attached:  # mounted after the panes were cleared
+            await view.remove()
+        if self.state in ANSWERING:
+            self.state = "ready"
 
     async def flush(self) -> None:
         """Show buffered text and live numbers (called a few times a second)."""
         if self.streaming is not None and await self.streaming.flush():
-            self.follow()
-        if self.state in ("thinking", "streaming"):
+            self.keep_end_in_view()
+        if self.state in ANSWERING:
             self.refresh_footer()
 
-    def follow(self) -> None:
-        """Keep the newest text in view, unless the user has scrolled up to read."""
-        if self.following:
+    # --- scrolling ------------------------------------------------------------------------------
+
+    def keep_end_in_view(self) -> None:
+        """Scroll new text into view, unless the user has scrolled up to read."""
+        if self.at_end:
             self.turns.call_after_refresh(self.turns.scroll_end, animate=False, immediate=True)
 
     def scrolled(self) -> None:
-        """The view moved: follow new text again only once it is back at the end."""
-        self.following = self.turns.scroll_y >= self.turns.max_scroll_y - 1
+        """The view moved: new text is scrolled into view again only once it is back at the end."""
+        self.at_end = self.turns.scroll_y >= self.turns.max_scroll_y - 1
+
+    # --- saved sessions and starting over -------------------------------------------------------
 
     async def show_saved(self, turn: int, prompt: str, reply: Reply | None) -> None:
         """A turn from a saved session: its reply, numbers, check and marks as recorded."""
@@ -222,9 +289,11 @@ class ModelPane(Vertical):
         self.refresh_footer()
 
     async def clear(self) -> None:
+        """Empty the pane for a new session: a model that had been answering is ready again."""
         await self.turns.remove_children()
         self.last = None
         self.score = None
-        self.refresh_header()
         self.context = (0, self.context[1])
+        if self.state not in NOT_LOADED:
+            self.state = "ready"
         self.refresh_footer()

@@ -16,9 +16,11 @@ from typing import Any, BinaryIO, TextIO
 
 from tui import paths
 from tui.checks import CheckResult, Item
-from tui.cli import UsageError, check_utf8, session_options
+from tui.commands import output
+from tui.commands.options import UsageError, check_utf8, session_options
 from tui.engine.base import Backend
 from tui.engine.events import Finished, Notice, TextPiece, TurnEvent
+from tui.labels import params_label
 from tui.scenario import Scenario
 from tui.session import Checked, Session
 from tui.textsafe import safe_text
@@ -47,7 +49,7 @@ class LabelledLines:
             if not head:
                 head, rest = self.pending[key][: self.text_width], ""
             self._print(key, head)
-            self.pending[key] = rest + self.pending[key][self.text_width:]
+            self.pending[key] = rest + self.pending[key][self.text_width :]
 
     def end(self, key: str, note: str = "") -> None:
         if self.pending[key].strip():
@@ -68,24 +70,13 @@ def _json_line(model: Backend, event: TurnEvent | Checked, out: TextIO) -> None:
     out.flush()
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
-    """Rows as aligned columns; columns of numbers are right-aligned. Cells are made safe:
-    names come from GGUF files, finish reasons and check reasons from models."""
-    rows = [tuple(safe_text(cell) for cell in row) for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    numeric = [all(cell[:1].isdigit() or cell == "-" for cell in column[1:]) for column in zip(*rows)]
-    rendered = ["  ".join(cell.rjust(w) if right else cell.ljust(w) for cell, w, right in zip(row, widths, numeric))
-                for row in rows]
-    rendered.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in rendered)
-
-
 def summary_table(rows: list[tuple[Backend, Finished]], checks: dict[str, CheckResult] | None = None) -> str:
     header: tuple[str, ...] = ("model", "params", "TTFT", "tokens/s", "tokens", "finish")
     lines = [header + (("check",) if checks is not None else ())]
     for model, done in rows:
         line: tuple[str, ...] = (
-            model.card.name, model.card.params_label,
+            model.card.name,
+            params_label(model.card.params),
             "-" if done.ttft_s is None else f"{done.ttft_s:.2f}s",
             "-" if done.tokens_per_s is None else f"{done.tokens_per_s:.1f}",
             str(done.completion_tokens),
@@ -95,7 +86,7 @@ def summary_table(rows: list[tuple[Backend, Finished]], checks: dict[str, CheckR
             result = checks.get(model.card.id)
             line += (("✓ " if result.passed else "✗ ") + result.reason if result else "-",)
         lines.append(line)
-    return table(lines)
+    return output.table(lines)
 
 
 def score_table(session: Session) -> str:
@@ -103,23 +94,12 @@ def score_table(session: Session) -> str:
     rows: list[tuple[str, ...]] = [("model", "params", "score", *variants)]
     for model in session.models:
         score = session.scores.get(model.card.id)
-        by_variant = [f"{score.by_variant[v][0]}/{score.by_variant[v][1]}" if score and v in score.by_variant else "-"
-                      for v in variants]
-        rows.append((model.card.name, model.card.params_label, str(score) if score else "-", *by_variant))
-    return table(rows)
-
-
-def _progress_printer() -> Any:
-    shown: dict[str, int] = {}
-
-    def progress(what: str, done: int, total: int) -> None:
-        percent = int(100 * done / total) if total else 100
-        if shown.get(what) != percent and sys.stderr.isatty():
-            shown[what] = percent
-            end = "\n" if done >= total else ""
-            print(f"\r{safe_text(what)}: {percent}% of {total / 1e6:.0f} MB", end=end, file=sys.stderr, flush=True)
-
-    return progress
+        by_variant = [
+            f"{score.by_variant[v][0]}/{score.by_variant[v][1]}" if score and v in score.by_variant else "-"
+            for v in variants
+        ]
+        rows.append((model.card.name, params_label(model.card.params), str(score) if score else "-", *by_variant))
+    return output.table(rows)
 
 
 STDIN_LIMIT = 1_000_000  # bytes of prompt text from standard input; a redirected big file fails fast
@@ -138,13 +118,16 @@ def piped_stdin() -> BinaryIO | None:
 def _read_stdin(stream: BinaryIO) -> str:
     data = stream.read(STDIN_LIMIT + 1)
     if len(data) > STDIN_LIMIT:
-        raise UsageError(f"standard input is longer than the {STDIN_LIMIT // 1_000_000} MB a prompt may be; "
-                         "give a shorter text")
+        raise UsageError(
+            f"standard input is longer than the {STDIN_LIMIT // 1_000_000} MB a prompt may be; give a shorter text"
+        )
     try:
         return data.decode("utf-8").rstrip()
     except UnicodeDecodeError as error:
-        raise UsageError(f"standard input is not valid UTF-8 (byte 0x{data[error.start]:02x} at offset "
-                         f"{error.start}); convert it first, e.g. with iconv") from None
+        raise UsageError(
+            f"standard input is not valid UTF-8 (byte 0x{data[error.start]:02x} at offset "
+            f"{error.start}); convert it first, e.g. with iconv"
+        ) from None
 
 
 def prompt_text(args: argparse.Namespace) -> str | None:
@@ -168,8 +151,9 @@ def prompt_text(args: argparse.Namespace) -> str | None:
     return prompt
 
 
-def _turns(prompt: str | None, args: argparse.Namespace, scenario: Scenario | None,
-           session: Session) -> list[tuple[str, Item | None]]:
+def _turns(
+    prompt: str | None, args: argparse.Namespace, scenario: Scenario | None, session: Session
+) -> list[tuple[str, Item | None]]:
     """What to send: the scenario's opening message, then the prompt or its next items."""
     turns: list[tuple[str, Item | None]] = [(scenario.first_turn, None)] if scenario and scenario.first_turn else []
     if prompt is not None:
@@ -233,7 +217,7 @@ async def _ask(args: argparse.Namespace, prompt: str | None) -> int:
     except asyncio.CancelledError:
         if not interrupts.count:
             raise
-        print("ladder: interrupted", file=sys.stderr)
+        output.error("interrupted")
         return 130
     finally:
         loop.remove_signal_handler(signal.SIGINT)
@@ -242,12 +226,17 @@ async def _ask(args: argparse.Namespace, prompt: str | None) -> int:
 async def _ask_and_print(args: argparse.Namespace, prompt: str | None, interrupts: Interrupts) -> int:
     options = session_options(args)
     for problem in options.problems:
-        print(safe_text(f"ladder: warning: {problem}"), file=sys.stderr)
+        output.warn(problem)
     scenario = options.scenario
     session = Session(
-        [options.engine.model(card) for card in options.cards], sessions_dir=options.sessions_dir,
-        params=options.params, model_params=options.model_params, lineup=options.lineup, system=options.system,
-        scenario=scenario, engine_info=options.engine_info,
+        [options.engine.model(card) for card in options.cards],
+        sessions_dir=options.sessions_dir,
+        params=options.params,
+        model_params=options.model_params,
+        lineup=options.lineup,
+        system=options.system,
+        scenario=scenario,
+        engine_info=options.engine_info,
     )
     turns = _turns(prompt, args, scenario, session)
     saved = False
@@ -258,18 +247,19 @@ async def _ask_and_print(args: argparse.Namespace, prompt: str | None, interrupt
             await session.close()
             saved = True
         except TranscriptError as error:  # the disk filled up during the run: the replies were printed, not all saved
-            print(safe_text(f"ladder: {error}"), file=sys.stderr)
+            output.error(str(error))
     return 1 if code == 0 and not saved else code
 
 
-async def _load_and_ask(session: Session, turns: list[tuple[str, Item | None]], args: argparse.Namespace,
-                        interrupts: Interrupts) -> int:
+async def _load_and_ask(
+    session: Session, turns: list[tuple[str, Item | None]], args: argparse.Namespace, interrupts: Interrupts
+) -> int:
     out = sys.stdout
     if not args.json:
         print(f"loading {len(session.models)} model(s)…", file=sys.stderr, flush=True)
-    failed = await session.load(_progress_printer())
-    for model_id, error in failed.items():
-        print(safe_text(f"ladder: {model_id}: {error}"), file=sys.stderr)
+    failed = await session.load(output.progress_printer())
+    for model_id, reason in failed.items():
+        output.error(f"{model_id}: {reason}")
     interrupts.session = session
     all_answered = True
     for number, (text, item) in enumerate(turns, start=1):
@@ -284,7 +274,7 @@ async def _load_and_ask(session: Session, turns: list[tuple[str, Item | None]], 
     if where:
         print(safe_text(f"transcript: {where}"), file=sys.stderr if args.json else out)
     if interrupts.count:
-        print("ladder: interrupted; replies cut short are saved as cancelled", file=sys.stderr)
+        output.error("interrupted; replies cut short are saved as cancelled")
         return 130
     return 0 if all_answered else 1
 
@@ -308,18 +298,21 @@ async def _one_turn(session: Session, text: str, item: Item | None, args: argpar
         elif isinstance(event, Checked):
             checks[model.card.id] = event.result
     answered_ids = {model.card.id for model, _ in results}
-    results += [(model, Finished("error", "error", "", error=model.error))
-                for model in session.models if model.card.id not in answered_ids]
+    results += [
+        (model, Finished("error", "error", "", error=model.error))
+        for model in session.models
+        if model.card.id not in answered_ids
+    ]
     results.sort(key=lambda pair: pair[0].card.params)
     if not args.json:
         print("\n" + summary_table(results, checks if session.scenario and session.scenario.check else None), file=out)
     answered = sum(1 for _, done in results if done.status == "done")
     if answered < len(results):
-        print(f"ladder: {answered} of {len(results)} models answered", file=sys.stderr)
+        output.error(f"{answered} of {len(results)} models answered")
     return answered == len(results)
 
 
-def run_ask(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     # Standard input is read before the event loop takes over Ctrl+C, which could not stop a blocking read.
     prompt = prompt_text(args)
     return asyncio.run(_ask(args, prompt))

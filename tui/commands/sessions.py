@@ -8,19 +8,19 @@ from pathlib import Path
 
 from tui import archive, paths
 from tui.archive import SessionSummary
-from tui.ask import table
-from tui.cards import params_label
-from tui.cli import UsageError
+from tui.commands import output
+from tui.commands.options import UsageError
 from tui.history import Reply, load_record
+from tui.labels import reply_stats, saved_params_label
 from tui.textsafe import safe_text
 
 PROMPT_WIDTH = 50
 
 
-def run_sessions(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     directory = paths.sessions_dir(args.sessions_dir)
     try:
-        return COMMANDS[args.sessions_command](args, directory)
+        return ACTIONS[args.sessions_command](args, directory)
     except ValueError as error:  # the archive's refusals: bad ids, dates, file names
         raise UsageError(str(error)) from None
 
@@ -34,9 +34,17 @@ def _list(args: argparse.Namespace, directory: Path) -> int:
         return 0
     rows: list[tuple[str, ...]] = [("id", "date", "scenario", "lineup", "turns", "first prompt")]
     for summary in summaries[: args.limit]:
-        rows.append((_line(summary.id), _date(summary), _line(summary.scenario or "-"), _line(summary.lineup or "-"),
-                     str(summary.turns), _line(summary.first_prompt, PROMPT_WIDTH)))
-    print(table(rows))
+        rows.append(
+            (
+                _line(summary.id),
+                _date(summary),
+                _line(summary.scenario or "-"),
+                _line(summary.lineup or "-"),
+                str(summary.turns),
+                _line(summary.first_prompt, PROMPT_WIDTH),
+            )
+        )
+    print(output.table(rows))
     if args.limit is not None and len(summaries) > args.limit:
         print(f"({len(summaries) - args.limit} older not shown; --limit {len(summaries)} shows all)")
     _report_damage(summaries)
@@ -49,10 +57,14 @@ def _show(args: argparse.Namespace, directory: Path) -> int:
     _warn(record.problems)
     header = record.header
     print(f"session {_line(_id(path, directory))}")
-    print(f"created {_line(record.created or '?')}   lineup {_line(str(header.get('lineup') or '-'))}   "
-          f"scenario {_line(str(record.scenario_id or '-'))}")
-    labels = [f"{_line(str(card.get('name') or card.get('id')))} ({_params(card.get('params'))})"
-              for card in record.models]
+    print(
+        f"created {_line(record.created or '?')}   lineup {_line(str(header.get('lineup') or '-'))}   "
+        f"scenario {_line(str(record.scenario_id or '-'))}"
+    )
+    labels = [
+        f"{_line(str(card.get('name') or card.get('id')))} ({saved_params_label(card.get('params'))})"
+        for card in record.models
+    ]
     print(f"models: {', '.join(labels) or '-'}")
     if header.get("system"):
         print(f"system prompt: {_line(str(header['system']))}")
@@ -78,8 +90,9 @@ def _show(args: argparse.Namespace, directory: Path) -> int:
 
 
 def _search(args: argparse.Namespace, directory: Path) -> int:
-    hits = archive.search(directory, args.text, model=args.model, scenario=args.scenario,
-                          since=args.since, until=args.until)
+    hits = archive.search(
+        directory, args.text, model=args.model, scenario=args.scenario, since=args.since, until=args.until
+    )
     if not hits:
         print("no sessions match")
         return 1  # like grep: scripts can tell "nothing found" apart
@@ -98,36 +111,36 @@ def _export(args: argparse.Namespace, directory: Path) -> int:
     from tui.export import EXPORTERS, SUFFIXES
 
     to_file = args.output not in (None, "-")  # `-o -`: standard output, as usual
-    output = archive.safe_output_path(args.output, force=args.force) if to_file else None
-    kind = args.format or _format_of(output, SUFFIXES)
+    target = archive.safe_output_path(args.output, force=args.force) if to_file else None
+    kind = args.format or _format_of(target, SUFFIXES)
     if kind not in EXPORTERS:
         raise UsageError(f"unknown format '{kind}' (known: {', '.join(sorted(EXPORTERS))})")
     path = archive.resolve(directory, args.id)
     record = load_record(path)
     _warn(record.problems)
     text = EXPORTERS[kind](record)
-    if output is None:
+    if target is None:
         # On a terminal, escape sequences in model text are shown, not obeyed; a pipe gets the file as is.
         sys.stdout.write(safe_text(text) if sys.stdout.isatty() else text)
         return 0
     try:
-        archive.write_output(output, text, force=args.force)
+        archive.write_output(target, text, force=args.force)
     except FileExistsError:
-        raise UsageError(f"{output} exists; add --force to overwrite it") from None
+        raise UsageError(f"{target} exists; add --force to overwrite it") from None
     except OSError as error:
-        raise UsageError(f"cannot write {output}: {error.strerror}") from None
-    print(f"wrote {output}", file=sys.stderr)
+        raise UsageError(f"cannot write {target}: {error.strerror}") from None
+    print(f"wrote {target}", file=sys.stderr)
     return 0
 
 
-COMMANDS = {"list": _list, "show": _show, "search": _search, "export": _export}
+ACTIONS = {"list": _list, "show": _show, "search": _search, "export": _export}
 
 
-def _format_of(output: Path | None, suffixes: dict[str, str]) -> str:
+def _format_of(target: Path | None, suffixes: dict[str, str]) -> str:
     """Without --format: from the output file's suffix, else Markdown."""
-    if output is not None:
+    if target is not None:
         for kind, suffix in suffixes.items():
-            if output.suffix.lower() == suffix:
+            if target.suffix.lower() == suffix:
                 return kind
     return "md"
 
@@ -150,20 +163,12 @@ def _date(summary: SessionSummary) -> str:
     return f"{summary.created_at:%Y-%m-%d %H:%M}"
 
 
-def _params(value: object) -> str:
-    return params_label(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else "?"
-
-
 def _stats(reply: Reply) -> str:
     try:
         done = reply.finished()
     except (TypeError, ValueError):  # wrong-typed fields in a damaged transcript
         return _line(reply.status or "?")
-    parts = [done.status if done.status != "done" else f"done/{done.finish_reason}", f"{done.completion_tokens} tokens"]
-    if done.ttft_s is not None:
-        parts.append(f"TTFT {done.ttft_s:.2f}s")
-    if done.tokens_per_s:
-        parts.append(f"{done.tokens_per_s:.1f} tokens/s")
+    parts = reply_stats(done)  # as the chat pane and the exports show them
     if done.error:
         parts.append(f"error: {done.error}")
     check = reply.check_result()
@@ -176,11 +181,13 @@ def _stats(reply: Reply) -> str:
 
 def _warn(problems: list[str]) -> None:
     for problem in problems:
-        print(f"ladder: warning: {_line(problem)}", file=sys.stderr)
+        output.warn(_line(problem))
 
 
 def _report_damage(summaries: list[SessionSummary]) -> None:
     damaged = [summary.id for summary in summaries if summary.problems]
     if damaged:
-        print(f"ladder: warning: {len(damaged)} session(s) damaged (e.g. {_line(damaged[0])}); "
-              "`ladder sessions show ID` says what could not be read", file=sys.stderr)
+        output.warn(
+            f"{len(damaged)} session(s) damaged (e.g. {_line(damaged[0])}); "
+            "`ladder sessions show ID` says what could not be read"
+        )

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import textwrap
 
-from tui.ask import table
-from tui.cli import UsageError
+from tui.commands import output
+from tui.commands.options import UsageError
 from tui.scenario import load_scenarios
 
 
-def run_scenarios(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     scenarios, problems = load_scenarios()
     for problem in problems:
-        print(f"ladder: warning: {problem}", file=sys.stderr)
+        output.warn(problem)
     if args.scenarios_command == "list":
         rows: list[tuple[str, ...]] = [("id", "title", "items", "check")]
         for scenario in sorted(scenarios.values(), key=lambda s: s.id):
             count = scenario.item_count
             items = "generated" if count is None else str(count) if count else "-"
             rows.append((scenario.id, scenario.title, items, scenario.check or "-"))
-        print(table(rows))
+        print(output.table(rows))
         return 0
     if args.id not in scenarios:
         raise UsageError(f"no scenario '{args.id}' (known: {', '.join(sorted(scenarios))})")

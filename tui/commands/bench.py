@@ -1,0 +1,272 @@
+"""`ladder bench`: Ladder's speed, each figure against a baseline measured in the same run.
+
+Absolute times are noisy on shared machines, so every figure is a ratio to something
+measured minutes apart on the same machine:
+
+1. tokens/s through Ladder's engine vs a bare llama-cpp-python loop (and llama-bench,
+   when a binary is at hand), per model, same threads and prompt;
+2. one turn to the whole ladder with each CPU schedule vs the models one after another
+   with all cores, and each pane's time to first token vs its solo time;
+3. time to first token at turn 10 of a conversation vs turn 1 (the KV cache at work);
+4. the chat app with every pane streaming, headless: key-to-screen latency vs the
+   same app idle, and the app's own CPU;
+5. `ladder` start to a usable composer vs a minimal Textual app;
+6. each worker's resident memory vs its model file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tui import paths, store
+from tui.cards import ModelCard, load_catalog, select_models
+from tui.commands import output
+from tui.commands.bench_app import app_streaming, startup
+from tui.commands.bench_models import kv_reuse, throughput, whole_ladder
+from tui.commands.options import UsageError
+from tui.engine.schedule import DEFAULT_POLICY, POLICIES, available_cores
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.tokens < 8 or args.turns < 2 or args.repeat < 1:
+        raise UsageError("--tokens must be at least 8, --turns at least 2 and --repeat at least 1")
+    cards = select_models(load_catalog(), args.lineup, args.model)
+    llama_bench = args.llama_bench
+    if args.build_llama_bench:
+        llama_bench = build_llama_bench()
+    elif llama_bench is None and cached_llama_bench().is_file():
+        llama_bench = cached_llama_bench()
+    report = asyncio.run(measure(cards, args, llama_bench))
+    if not args.json:
+        print(report_table(report) + "\n")
+    print(json.dumps(report))
+    return 0
+
+
+async def measure(cards: list[ModelCard], args: argparse.Namespace, llama_bench: Path | None) -> dict[str, Any]:
+    """Every figure not skipped, as the JSON report."""
+    policies = args.schedule or sorted(POLICIES)
+    report: dict[str, Any] = {
+        "machine": {
+            "cores": available_cores(),
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "models": [card.id for card in cards],
+        "tokens": args.tokens,
+    }
+    skip = set(args.skip or [])
+    if "throughput" not in skip:
+        report["throughput"] = await throughput(cards, args.tokens, llama_bench, 1 if args.quick else args.repeat)
+    if "ladder" not in skip:
+        report["ladder"] = await whole_ladder(cards, args.tokens, policies, 1 if args.quick else args.repeat)
+        memory = report["ladder"]["policies"][policies[0]]
+        report["memory"] = [
+            {
+                "model": card.id,
+                "file_bytes": card.size or store.ensure_file(card).stat().st_size,
+                "rss_loaded": memory["rss_loaded"][card.id],
+                "rss_after_turn": memory["rss_after_turn"][card.id],
+            }
+            for card in cards
+        ]
+        for row in report["memory"]:
+            row["ratio"] = (row["rss_after_turn"] or 0) / row["file_bytes"]
+    if "kv" not in skip:
+        report["kv_cache"] = [await kv_reuse(card, args.turns) for card in cards]
+    if "app" not in skip:
+        report["app"] = await app_streaming(
+            cards, args.tokens * 2, DEFAULT_POLICY if DEFAULT_POLICY in policies else policies[0]
+        )
+    if "startup" not in skip:
+        report["startup"] = startup(1 if args.quick else 3)
+    return report
+
+
+def report_table(report: dict[str, Any]) -> str:
+    """The six figures as text, each with its baseline and the goal."""
+    lines = [
+        f"Ladder bench · {report['machine']['cores']} cores · {report['machine']['cpu']} · "
+        f"{report['tokens']} tokens per reply"
+    ]
+
+    def fmt(value: Any, pattern: str = "{:.2f}") -> str:
+        return "-" if value is None else pattern.format(value)
+
+    if "throughput" in report:
+        rows: list[tuple[str, ...]] = [
+            ("1. tokens/s (median)", "engine", "bare loop", "ratio (goal ≥ 0.95)", "llama-bench", "ratio")
+        ]
+        for row in report["throughput"]:
+            rows.append(
+                (
+                    row["model"],
+                    fmt(row["engine_tokens_per_s"], "{:.1f}"),
+                    fmt(row["bare_tokens_per_s"], "{:.1f}"),
+                    fmt(row["ratio"]),
+                    fmt(row.get("llama_bench_tokens_per_s"), "{:.1f}"),
+                    fmt(row.get("ratio_to_llama_bench")),
+                )
+            )
+        lines += ["", output.table(rows)]
+    if "ladder" in report:
+        ladder = report["ladder"]
+        rows = [
+            (
+                f"2. whole ladder (median of {ladder['repeats']})",
+                "wall s",
+                "one after another s",
+                "ratio (goal ≤ 1.0)",
+                "each round",
+                "worst TTFT ratio (goal ≤ 2)",
+            )
+        ]
+        for policy, run in ladder["policies"].items():
+            worst = max(run["ttft_ratio"].items(), key=lambda kv: kv[1])
+            rows.append(
+                (
+                    f"schedule {policy}",
+                    fmt(run["wall_s"]),
+                    fmt(ladder["sequential_s"]),
+                    fmt(run["ratio"]),
+                    " ".join(f"{r:.2f}" for r in run["ratios_by_round"]),
+                    f"{worst[1]:.2f} ({worst[0]})",
+                )
+            )
+        lines += ["", output.table(rows)]
+        rows = [("   TTFT s", "solo", *ladder["policies"])]
+        for model, solo in ladder["solo_ttft_s"].items():
+            rows.append(
+                (
+                    model,
+                    fmt(solo),
+                    *(
+                        f"{run['ttft_s'][model]:.2f} ({run['ttft_ratio'][model]:.1f}x)"
+                        for run in ladder["policies"].values()
+                    ),
+                )
+            )
+        lines += ["", output.table(rows)]
+    if "kv_cache" in report:
+        rows = [("3. KV cache", "TTFT turn 1 s", "TTFT turn 10 s", "ratio (goal ≤ 1.2)", "tokens evaluated t1 / t10")]
+        for row in report["kv_cache"]:
+            last = [k for k in row if k.startswith("ttft_turn") and k != "ttft_turn1_s"][0]
+            rows.append(
+                (
+                    row["model"],
+                    fmt(row["ttft_turn1_s"]),
+                    fmt(row[last]),
+                    fmt(row["ratio"]),
+                    f"{row['evaluated_tokens'][0]} / {row['evaluated_tokens'][-1]}",
+                )
+            )
+        lines += ["", output.table(rows)]
+    if "app" in report:
+        app = report["app"]
+        rows = [
+            ("4. chat app, 4 panes streaming", "p50 ms", "p95 ms", "max ms"),
+            (
+                "key to screen, idle (baseline)",
+                *(fmt(app["key_latency_idle_ms"][k], "{:.1f}") for k in ("p50", "p95", "max")),
+            ),
+            (
+                "key to screen, streaming (goal p95 ≤ 50)",
+                *(fmt(app["key_latency_streaming_ms"][k], "{:.1f}") for k in ("p50", "p95", "max")),
+            ),
+        ]
+        lines += [
+            "",
+            output.table(rows),
+            f"   app's own CPU while streaming: {100 * app['ui_cpu_share_of_one_core']:.1f}% of one core (goal ≤ 10%)",
+        ]
+    if "startup" in report:
+        start = report["startup"]
+        lines += [
+            "",
+            f"5. start to usable composer: {start['ladder_s']:.2f} s (goal ≤ 1 s); a minimal Textual app: "
+            f"{start['minimal_textual_s']:.2f} s; ratio {start['ratio']:.2f}",
+        ]
+    if "memory" in report:
+        rows = [("6. memory", "file MB", "RSS loaded MB", "RSS after a turn MB", "ratio to file")]
+        for row in report["memory"]:
+            rows.append(
+                (
+                    row["model"],
+                    f"{row['file_bytes'] / 1e6:.0f}",
+                    fmt((row["rss_loaded"] or 0) / 1e6, "{:.0f}"),
+                    fmt((row["rss_after_turn"] or 0) / 1e6, "{:.0f}"),
+                    fmt(row["ratio"]),
+                )
+            )
+        lines += ["", output.table(rows)]
+    return "\n".join(lines)
+
+
+def build_llama_bench() -> Path:
+    """Build llama-bench from the llama.cpp source that llama-cpp-python vendors (the same
+    version), once, into the cache. Takes several minutes; needs cmake and a compiler."""
+    import tarfile
+    import tempfile
+
+    target = cached_llama_bench()
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory() as work:
+        version = metadata.version("llama-cpp-python")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={version}",
+                "-d",
+                work,
+            ],
+            check=True,
+        )
+        archive = next(Path(work).glob("llama_cpp_python-*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            tar.extractall(work, filter="data")
+        source = next(Path(work).glob("llama_cpp_python-*/vendor/llama.cpp"))
+        build = Path(work) / "build"
+        subprocess.run(
+            [
+                "cmake",
+                "-S",
+                str(source),
+                "-B",
+                str(build),
+                "-DCMAKE_BUILD_TYPE=Release",
+                "-DLLAMA_CURL=OFF",
+                "-DLLAMA_BUILD_TESTS=OFF",
+                "-DLLAMA_BUILD_EXAMPLES=OFF",
+            ],
+            check=True,
+        )
+        subprocess.run(
+            ["cmake", "--build", str(build), "--target", "llama-bench", "-j", str(available_cores())], check=True
+        )
+        built = next(build.rglob("llama-bench"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for library in build.rglob("*.so*"):  # llama-bench links llama.cpp's shared libraries
+            (target.parent / library.name).write_bytes(library.read_bytes())
+        target.write_bytes(built.read_bytes())
+        target.chmod(0o755)
+    return target
+
+
+def cached_llama_bench() -> Path:
+    """Where `--build-llama-bench` puts llama-bench, one per llama-cpp-python version."""
+    return paths.cache_dir() / "llama-bench" / metadata.version("llama-cpp-python") / "llama-bench"

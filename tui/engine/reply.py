@@ -1,0 +1,70 @@
+"""One reply as a worker builds it: its counts and clocks, and its text as the model's bytes
+stream in (whole characters only, stop strings cut off)."""
+
+from __future__ import annotations
+
+import codecs
+import time
+
+from tui.engine.events import Finished, Status
+
+
+class ReplyCounter:
+    """Counts and clocks for one reply; `finish` makes its last event."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.first_token: float | None = None
+        self.prompt_tokens = self.cached_tokens = self.completion_tokens = 0
+        self.notices: list[str] = []
+
+    def finish(self, status: Status, reason: str, text: str = "", error: str | None = None) -> Finished:
+        end = time.perf_counter()
+        rate = None
+        if self.first_token is not None and self.completion_tokens > 1 and end > self.first_token:
+            rate = (self.completion_tokens - 1) / (end - self.first_token)
+        return Finished(
+            status=status,
+            finish_reason=reason,
+            text=text,
+            prompt_tokens=self.prompt_tokens,
+            cached_tokens=self.cached_tokens,
+            completion_tokens=self.completion_tokens,
+            ttft_s=None if self.first_token is None else self.first_token - self.start,
+            tokens_per_s=rate,
+            elapsed_s=end - self.start,
+            error=error,
+            notices=self.notices,
+        )
+
+
+class StreamedText:
+    """Bytes from the model in, printable text out: whole UTF-8 characters only, with
+    stop strings cut off, and text that might be the start of a stop string held back."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = stops
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.held = ""
+        self.text = ""
+
+    def add(self, data: bytes) -> tuple[str, bool]:
+        self.held += self.decoder.decode(data)
+        if not self.text:
+            self.held = self.held.lstrip()  # replies start at their first visible character
+        hits = [self.held.find(stop) for stop in self.stops if stop in self.held]
+        if hits:
+            self.held = self.held[: min(hits)]
+            return self._emit(len(self.held)), True
+        keep = max((n for stop in self.stops for n in range(1, len(stop)) if self.held.endswith(stop[:n])), default=0)
+        return self._emit(len(self.held) - keep), False
+
+    def _emit(self, n: int) -> str:
+        piece, self.held = self.held[:n], self.held[n:]
+        self.text += piece
+        return piece
+
+    def flush(self) -> str:
+        self.held += self.decoder.decode(b"", final=True)
+        self._emit(len(self.held))
+        return self.text.rstrip()

@@ -1,0 +1,77 @@
+"""The lines above the chat screen's panes: what the session is (lineup, schedule, where its
+transcript goes), its settings, its scenario, and, while the transcript cannot be written,
+why and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from tui.session import Session
+from tui.textsafe import safe_text
+from tui.transcript import TranscriptWriter
+
+
+def where_saved(path: Path | None) -> str:
+    """The transcript's path as a person reads it: relative to here, or with ~ for home."""
+    if path is None:
+        return "saved from the first turn"
+    if path.is_relative_to(Path.cwd()):
+        return str(path.relative_to(Path.cwd()))
+    return str(path).replace(str(Path.home()), "~", 1)
+
+
+class SessionLines(Vertical):
+    def __init__(self) -> None:
+        super().__init__(id="session-lines")
+        self.saving_failed = False  # the saving line is shown
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        yield Static(id="settings-line")
+        yield Static(id="scenario-line")
+        yield Static(id="saving-line")
+
+    def show(self, session: Session) -> None:
+        info = session.engine_info
+        title = Text.assemble(("Ladder", "bold"), f" · {session.lineup or 'custom lineup'}")
+        if session.replay_of:
+            title.append(f" · replay of {session.replay_of}", style="bold")
+        if info:
+            title.append(f" · {info.get('schedule')}, {info.get('cores')} cores", style="dim")
+        title.append(f" · {where_saved(session.transcript.path)}", style="dim")
+        self.query_one("#title", Static).update(title)
+        params = session.params
+        system = session.conversation.system.replace("\n", " ") or "(none)"
+        seed = "random" if params.seed is None else params.seed
+        settings = (
+            f"system: {system[:60]}{'…' if len(system) > 60 else ''} · temp {params.temperature} · "
+            f"top-p {params.top_p} · top-k {params.top_k} · min-p {params.min_p} · "
+            f"repeat {params.repeat_penalty} · max {params.max_tokens} · seed {seed}"
+        )
+        self.query_one("#settings-line", Static).update(Text(safe_text(settings), style="dim"))
+        scenario = session.scenario
+        line = self.query_one("#scenario-line", Static)
+        line.display = scenario is not None
+        if scenario is not None:
+            keys = " · F7 next item" if scenario.has_items else ""
+            line.update(Text.assemble((f"{scenario.title}{keys} · ", "bold"), (scenario.description, "italic")))
+        self.show_saving(session.transcript)
+
+    def show_saving(self, writer: TranscriptWriter) -> None:
+        """Show, while the transcript cannot be written, that saving stopped, why, and what to do;
+        say so once it works again."""
+        line = self.query_one("#saving-line", Static)
+        if writer.failure is not None:
+            problem = (
+                f"⚠ Saving stopped: {writer.failure} · {len(writer.pending)} event(s) kept in memory · "
+                "Ctrl+S saves elsewhere · Ctrl+R retries"
+            )
+            line.update(Text(safe_text(problem)))
+        elif self.saving_failed:
+            self.notify(f"Saving again: every turn so far is in {writer.path}", timeout=8, markup=False)
+        line.display = self.saving_failed = writer.failure is not None
