@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# The OpenAI-compatible test servers (tests/servers.py): fixtures `llama_server`, `start_llama_server`,
+# `scripted_server`, usable by name in every test module.
+pytest_plugins = ["servers"]
+
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

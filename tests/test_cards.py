@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tui.cards import PypiPart, SelectionError, Source, builtin_cards_dir, load_catalog, select_models
+from tui.cards import (
+    Endpoint,
+    PypiPart,
+    SelectionError,
+    Source,
+    builtin_cards_dir,
+    card_from_record,
+    load_catalog,
+    select_models,
+)
+from tui.engine.remote import card_for, params_from_name
 
 SHA = "ab" * 32
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -119,6 +129,31 @@ BAD_CARDS = {
     "hub files not a list": (minimal(sources="\n  - hub: {repo: org/repo, files: x.gguf}"), "'sources[0].hub.file'"),
     "hub without repo": (minimal(sources="\n  - hub: {file: x.gguf}"), "'sources[0].hub.repo'"),
     "not a mapping": ("- just\n- a list\n", "mapping"),
+    "endpoint without model": (minimal(sources="\n  - endpoint: {url: 'http://h:1/v1'}"), "'model'"),
+    "endpoint not http": (
+        minimal(sources="\n  - endpoint: {url: 'ftp://h/v1', model: m}"),
+        "'sources[0].endpoint.url'",
+    ),
+    "endpoint with password": (
+        minimal(sources="\n  - endpoint: {url: 'http://u:secret@h/v1', model: m}"),
+        "give the key through api_key_env",
+    ),
+    "endpoint key in api_key_env": (
+        minimal(sources="\n  - endpoint: {url: 'http://h/v1', model: m, api_key_env: 'sk-abc123!'}"),
+        "'sources[0].endpoint.api_key_env' must name an environment variable",
+    ),
+    "endpoint unknown field": (
+        minimal(sources="\n  - endpoint: {url: 'http://h/v1', model: m, api_key: sk-1}"),
+        "'sources[0].endpoint.api_key' is not known",
+    ),
+    "endpoint beside a file": (
+        minimal(sources="\n  - endpoint: {url: 'http://h/v1', model: m}\n  - path: /a.gguf"),
+        "one source only",
+    ),
+    "endpoint stall timeout zero": (
+        minimal(sources="\n  - endpoint: {url: 'http://h/v1', model: m, stall_timeout: 0}"),
+        "'sources[0].endpoint.stall_timeout'",
+    ),
 }
 
 
@@ -293,3 +328,77 @@ def test_select_lineup_whose_cards_are_all_broken_says_why(tmp_path: Path) -> No
     with pytest.raises(SelectionError) as caught:
         select_models(catalog, "mine", [])
     assert str(caught.value) == f"lineup 'mine' has no usable card: {bad}: field 'context' must be positive"
+
+
+REMOTE = """\
+id: big-box
+name: Big on the GPU box
+sources:
+  - endpoint: {url: 'http://gpu-box:8000/v1/', model: qwen2.5-72b, api_key_env: GPU_BOX_KEY, stall_timeout: 90}
+"""
+
+
+def test_remote_card_may_leave_size_facts_unknown_and_sorts_last(tmp_path: Path) -> None:
+    write(tmp_path, "big-box.yaml", REMOTE)
+    write(tmp_path, "plain.yaml", minimal("plain"))
+    write(tmp_path, "lineups.yaml", "mixed: [big-box, plain]\n")
+    catalog = load_catalog([tmp_path])
+    assert catalog.problems == []
+    card = catalog.cards["big-box"]
+    assert (card.params, card.quant, card.size, card.family) == (None, "?", None, "remote")
+    assert card.endpoint == Endpoint("http://gpu-box:8000/v1", "qwen2.5-72b", "GPU_BOX_KEY", 90.0)
+    assert card.sources[0].kind == "endpoint"
+    assert [c.id for c in select_models(catalog, "mixed", [])] == ["plain", "big-box"]
+
+
+def test_remote_card_header_names_the_server_never_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPU_BOX_KEY", "sk-very-secret-key")
+    write(tmp_path, "big-box.yaml", REMOTE.replace("gpu-box:8000", "gpu-box:8000"))
+    header = load_catalog([tmp_path]).cards["big-box"].header()
+    assert header["endpoint"] == {"host": "gpu-box:8000", "model": "qwen2.5-72b"}
+    assert header["sources"] == ["http://gpu-box:8000/v1#qwen2.5-72b"]
+    assert "sk-very-secret-key" not in repr(header)
+
+
+def test_card_for_a_served_model_takes_the_servers_facts_then_the_name() -> None:
+    meta = {"id": "qwen", "meta": {"n_params": 7615616512, "size": 4683073184}, "max_model_len": 32768}
+    card = card_for("http://box:8080/v1", meta)
+    assert (card.params, card.size, card.context, card.endpoint and card.endpoint.model) == (
+        7615616512,
+        4683073184,
+        32768,
+        "qwen",
+    )
+    named = card_for("http://127.0.0.1:8081/v1", {"id": "/models/SmolLM2-135M-Instruct.Q4_1.gguf"})
+    assert (named.name, named.params, named.quant) == (
+        "SmolLM2-135M-Instruct.Q4_1 @ 127.0.0.1:8081",
+        135_000_000,
+        "Q4_1",
+    )
+    assert named.id == "smollm2-135m-instruct.q4_1-at-127.0.0.1-8081"
+    unknown = card_for("http://127.0.0.1:8081/v1", {"id": "mystery"})
+    assert (unknown.params, unknown.quant) == (None, "?")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("Qwen2.5-7B-Instruct", 7_000_000_000),
+        ("qwen2.5:1.5b", 1_500_000_000),
+        ("SmolLM2-135M", 135_000_000),
+        ("llama-3.1-70b-instruct", 70_000_000_000),
+        ("gpt-oss", None),
+        ("Mixtral-8x7B", None),  # a mixture is not the size of one expert: unknown
+    ],
+)
+def test_params_from_name(name: str, params: int | None) -> None:
+    assert params_from_name(name) == params
+
+
+def test_a_saved_remote_card_still_says_where_it_ran(tmp_path: Path) -> None:
+    """Review shows a saved session's remote pane with its server, from the header's card."""
+    write(tmp_path, "big-box.yaml", REMOTE)
+    saved = card_from_record(load_catalog([tmp_path]).cards["big-box"].header())
+    assert saved.endpoint is not None
+    assert (saved.endpoint.host, saved.endpoint.model, saved.params) == ("gpu-box:8000", "qwen2.5-72b", None)
+    assert card_from_record({"id": "local", "sources": ["/models/x.gguf"]}).endpoint is None

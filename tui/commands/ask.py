@@ -229,7 +229,7 @@ async def _ask_and_print(args: argparse.Namespace, prompt: str | None, interrupt
         output.warn(problem)
     scenario = options.scenario
     session = Session(
-        [options.engine.model(card) for card in options.cards],
+        [options.backend(card) for card in options.cards],
         sessions_dir=options.sessions_dir,
         params=options.params,
         model_params=options.model_params,
@@ -303,7 +303,7 @@ async def _one_turn(session: Session, text: str, item: Item | None, args: argpar
         for model in session.models
         if model.card.id not in answered_ids
     ]
-    results.sort(key=lambda pair: pair[0].card.params)
+    results.sort(key=lambda pair: pair[0].card.order)
     if not args.json:
         print("\n" + summary_table(results, checks if session.scenario and session.scenario.check else None), file=out)
     answered = sum(1 for _, done in results if done.status == "done")

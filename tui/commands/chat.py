@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     config = AppConfig(
         catalog=options.catalog,
         cards=options.cards,
-        make_backend=options.engine.model,
+        make_backend=options.backend,
         sessions_dir=options.sessions_dir,
         lineup=options.lineup,
         params=options.params,

@@ -16,6 +16,9 @@ def run(args: argparse.Namespace) -> int:
     catalog = load_catalog()
     for problem in catalog.problems:
         output.warn(problem)
+    if args.models_command == "list" and args.endpoint:
+        print("\n\n".join(list_served(spec, args.api_key_env) for spec in args.endpoint))
+        return 0
     if args.models_command == "list":
         print(list_models(catalog))
         return 0
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
 def list_models(catalog: Catalog) -> str:
     rows = [("id", "family", "params", "quant", "size", "source", "present")]
-    for card in sorted(catalog.cards.values(), key=lambda c: (c.family, c.params)):
+    for card in sorted(catalog.cards.values(), key=lambda c: (c.family, c.order)):
         found = store.find_local(card)
         source = found[1] if found else card.sources[0]
         rows.append(
@@ -52,6 +55,37 @@ def list_models(catalog: Catalog) -> str:
         about = f"  ({lineup.description})" if lineup.description else ""
         lines.append(f"lineup {lineup.name}: {' < '.join(lineup.models)}{about}")
     return "\n".join(lines)
+
+
+def list_served(spec: str, api_key_env: str | None) -> str:
+    """What one server serves, as `ladder models list --endpoint URL` shows it."""
+    from tui.engine.remote import RemoteError, endpoint_cards
+
+    try:
+        cards = endpoint_cards(spec, api_key_env)
+    except RemoteError as error:
+        raise UsageError(f"--endpoint {spec}: {error}") from None
+    rows = [("model (as the server names it)", "params", "quant", "size", "context", "pane id")]
+    for card in cards:
+        assert card.endpoint is not None
+        rows.append(
+            (
+                card.endpoint.model,
+                params_label(card.params),
+                card.quant,
+                size_label(card.size),
+                str(card.context),
+                card.id,
+            )
+        )
+    url = cards[0].endpoint.url if cards and cards[0].endpoint else spec
+    return "\n".join(
+        [
+            f"{url}: {len(cards)} model(s)",
+            output.table(rows, align_numbers=False),
+            f"one of them: ladder --endpoint '{url}#MODEL'",
+        ]
+    )
 
 
 def _targets(catalog: Catalog, target: str) -> list[ModelCard]:

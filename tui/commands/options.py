@@ -13,6 +13,7 @@ from tui.cards import Catalog, ModelCard, load_catalog, select_models
 from tui.engine.events import PARAM_NAMES, SamplingParams
 
 if TYPE_CHECKING:  # imported when the options are read, not when `ladder` starts
+    from tui.engine.base import Backend
     from tui.engine.local import Engine
     from tui.scenario import Scenario
 
@@ -78,6 +79,27 @@ def chosen_cards(args: argparse.Namespace, catalog: Catalog) -> list[ModelCard]:
     return [replace(card, **changes) for card in cards]
 
 
+def endpoint_cards(args: argparse.Namespace) -> list[ModelCard]:
+    """The cards of `--endpoint URL[#MODEL]`: every model each server serves, or the one named."""
+    from tui.engine.remote import RemoteError, endpoint_cards
+
+    if args.stall_timeout <= 0:
+        raise UsageError("--stall-timeout must be a positive number of seconds")
+    cards: dict[str, ModelCard] = {}
+    for spec in args.endpoint:
+        try:
+            found = endpoint_cards(spec, args.api_key_env)
+        except RemoteError as error:
+            raise UsageError(f"--endpoint {spec}: {error}") from None
+        for card in found:
+            assert card.endpoint is not None
+            cards[card.id] = replace(
+                card,
+                sources=(replace(card.sources[0], endpoint=replace(card.endpoint, stall_timeout=args.stall_timeout)),),
+            )
+    return list(cards.values())
+
+
 @dataclass
 class SessionOptions:
     """What the options of `chat` and `ask` ask for, checked: the models, the scenario,
@@ -99,6 +121,12 @@ class SessionOptions:
     def engine_info(self) -> dict[str, Any]:
         return {"schedule": self.engine.policy.name, "cores": self.engine.cores}
 
+    def backend(self, card: ModelCard) -> Backend:
+        """What runs a card: a server for a remote model, a local worker otherwise."""
+        from tui.engine.remote import RemoteModel
+
+        return RemoteModel(card) if card.endpoint else self.engine.model(card)
+
 
 def session_options(args: argparse.Namespace) -> SessionOptions:
     from tui.engine.local import Engine
@@ -107,6 +135,10 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
     check_utf8(args.system, "--system")
     catalog = load_catalog()
     cards = chosen_cards(args, catalog)
+    for card in endpoint_cards(args):
+        catalog.cards[card.id] = card  # so the app's model list offers it again once removed
+        cards = [*[known for known in cards if known.id != card.id], card]
+    cards.sort(key=lambda card: card.order)
     scenarios, scenario_problems = load_scenarios()
     if args.scenario and args.scenario not in scenarios:
         raise UsageError(

@@ -110,6 +110,8 @@ class Finished:
     elapsed_s: float = 0.0
     error: str | None = None
     notices: list[str] = field(default_factory=list)
+    # A remote reply: the server's host, model and report of itself, and how tokens were counted.
+    remote: dict[str, Any] | None = None
 
 
 TurnEvent = PromptReady | Notice | FirstToken | TextPiece | Finished

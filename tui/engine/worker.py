@@ -126,7 +126,7 @@ class Worker:
         before the first turn: otherwise the first prompt chunk takes seconds and holds
         a lane that smaller models are waiting for."""
         first = self.llm.token_bos() if self.llm.token_bos() >= 0 else self.llm.tokenize(b" ", add_bos=False)[0]
-        self.lanes.acquire(self.slot, threading.Event(), prefill_priority(self.card.params, 1), cores=self.threads)
+        self.lanes.acquire(self.slot, threading.Event(), prefill_priority(self.card.params or 0, 1), cores=self.threads)
         try:
             self.llm.eval([first])
         finally:
@@ -320,7 +320,7 @@ class Worker:
                 # small machine each pass over the weights costs as much as a whole short
                 # prompt), the others one token each.
                 first = reply.completion_tokens == 0
-                work = prefill_priority(self.card.params, len(tokens) - reply.cached_tokens) if first else DECODE
+                work = prefill_priority(self.card.params or 0, len(tokens) - reply.cached_tokens) if first else DECODE
                 threads = plan.prompt_threads if first else plan.decode_threads
                 self.lanes.acquire(self.slot, self.cancel, work, cores=threads)
                 try:

@@ -64,8 +64,10 @@ class ModelsScreen(ModalScreen[list[ModelCard] | None]):
     def fill(self) -> None:
         cards = self.query_one("#cards", SelectionList)
         cards.clear_options()
-        for card in sorted(self.cards.values(), key=lambda c: (c.params, c.id)):
-            where = "here" if find_local(card) else card.sources[0].kind
+        for card in sorted(self.cards.values(), key=lambda c: (c.order, c.id)):
+            where = (
+                f"on {card.endpoint.host}" if card.endpoint else "here" if find_local(card) else card.sources[0].kind
+            )
             label = f"{params_label(card.params):>5}  {card.name}  ({card.quant}, {size_label(card.size)}, {where})"
             cards.add_option((Text(safe_text(label)), card.id, card.id in self.chosen))
         cards.styles.height = min(len(self.cards) + 2, 14)

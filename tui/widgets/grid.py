@@ -41,7 +41,7 @@ class PaneGrid(Vertical):
         yield Container(id="panes")
 
     def ordered(self) -> list[ModelPane]:
-        return sorted(self.panes.values(), key=lambda pane: (pane.original, pane.card.params))
+        return sorted(self.panes.values(), key=lambda pane: (pane.original, pane.card.order))
 
     async def add(self, key: str, pane: ModelPane) -> None:
         self.panes[key] = pane

@@ -23,7 +23,7 @@ from tui.cards import ModelCard
 from tui.checks import CheckResult, Score
 from tui.engine.events import Finished, FirstToken, PromptReady, TextPiece, TurnEvent
 from tui.history import Reply
-from tui.labels import params_label, reply_stats, size_label
+from tui.labels import params_label, reply_stats, size_label, tokens_label
 from tui.session import Checked
 from tui.textsafe import safe_text
 
@@ -163,7 +163,8 @@ class ModelPane(Vertical):
     def refresh_header(self) -> None:
         card = self.card
         title = Text(("⟲ original: " if self.original else "") + safe_text(card.name), style="bold")
-        facts = safe_text(f"{params_label(card.params)} · {card.quant} · {size_label(card.size)} · {card.family}")
+        where = f"served by {card.endpoint.host}" if card.endpoint else f"{size_label(card.size)} · {card.family}"
+        facts = safe_text(f"{params_label(card.params)} · {card.quant} · {where}")
         if not card.instruct and "base" not in card.name.lower():
             facts += " · base model"
         state = STATES[self.state] + (f" {self.progress}" if self.progress else "")
@@ -187,8 +188,9 @@ class ModelPane(Vertical):
                 parts.append(f"TTFT {self.last.ttft_s:.2f}s")
             if self.last.tokens_per_s:
                 parts.append(f"{self.last.tokens_per_s:.1f} t/s")
-            parts.append(f"{self.last.completion_tokens} tok")
-        parts.append(f"ctx {used}/{size}")
+            parts.append(tokens_label(self.last))
+        # A remote server that reports no usage leaves what its context holds unknown.
+        parts.append(f"ctx {'?' if self.card.endpoint and not used else used}/{size}")
         self.footer.update(Text(" · ".join(parts)), layout=False)
 
     # --- the model's life: loading, then replies ----------------------------------------------

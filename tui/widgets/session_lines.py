@@ -39,6 +39,9 @@ class SessionLines(Vertical):
     def show(self, session: Session) -> None:
         info = session.engine_info
         title = Text.assemble(("Ladder", "bold"), f" · {session.lineup or 'custom lineup'}")
+        remote = sum(1 for model in session.models if model.card.endpoint)
+        if remote:  # beside the lineup, from --endpoint, or a lineup's remote cards
+            title.append(f" · {remote} remote")
         if session.replay_of:
             title.append(f" · replay of {session.replay_of}", style="bold")
         if info:
