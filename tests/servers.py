@@ -73,6 +73,7 @@ class LlamaServer:
             command = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path())]
             command += ["--host", "127.0.0.1", "--port", str(self.port), "--model_alias", MODEL_ALIAS]
             command += ["--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1"]
+            command += ["--flash_attn", "True"]  # as Ladder's workers run: the same greedy replies
             command += ["--interrupt_requests", "False"]
             if self.api_key:
                 command += ["--api_key", self.api_key]

@@ -14,7 +14,7 @@ from tui import __version__
 from tui.cards import SelectionError
 from tui.commands import output
 from tui.commands.options import UsageError
-from tui.engine.schedule import DEFAULT_POLICY, POLICIES
+from tui.engine.schedule import DEFAULT_POLICY, SCHEDULES
 from tui.gguf import GGUFError
 from tui.textsafe import safe_text
 
@@ -50,9 +50,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ctx", type=int, metavar="TOKENS", help="context length (overrides the cards)")
     group.add_argument(
         "--schedule",
-        choices=sorted(POLICIES),
+        choices=SCHEDULES,
         default=DEFAULT_POLICY,
-        help="how models share the CPU cores (default: %(default)s)",
+        help="how models share the CPU cores; auto chooses for each turn from this machine's measurements "
+        "(default: %(default)s)",
     )
     group.add_argument("--sessions-dir", metavar="DIR", help="where transcripts are saved")
     sampling = parser.add_argument_group("conversation")
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--turns", type=int, default=10, help="turns of the KV-cache conversation (default: %(default)s)"
     )
     bench.add_argument(
-        "--schedule", action="append", choices=sorted(POLICIES), help="schedules to compare (default: all)"
+        "--schedule", action="append", choices=SCHEDULES, help="schedules to compare (default: all, auto last)"
     )
     bench.add_argument(
         "--skip", action="append", choices=["throughput", "ladder", "kv", "app", "startup"], help="leave out a figure"

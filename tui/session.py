@@ -251,6 +251,7 @@ class Session:
                 "params": params.as_dict(),
                 "notices": event.notices,
                 **({"remote": event.remote} if event.remote else {}),
+                **({"schedule": event.schedule} if event.schedule else {}),
                 **({"check": check.record()} if check else {}),
             }
         )

@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,16 @@ MINIMAL_APP = dict(
 
 
 def startup_time(kind: dict[str, str]) -> float:
-    """Seconds from starting Python to the app being usable, in a fresh process."""
-    result = subprocess.run([sys.executable, "-c", STARTUP.format(**kind)], capture_output=True, text=True, timeout=120)
+    """Seconds from starting Python to the app being usable, in a fresh process. It runs in the
+    temp folder: `python -c` puts its working folder first on the path, and from a checkout that
+    would be the source tree's `tui/`, not the installed package (which has `tui.modelcards`)."""
+    result = subprocess.run(
+        [sys.executable, "-c", STARTUP.format(**kind)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tempfile.gettempdir(),
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "start-up failed")
     return float(result.stdout.strip().splitlines()[-1])

@@ -20,7 +20,8 @@ from tui.cards import ModelCard
 from tui.engine.base import Backend
 from tui.engine.events import Finished, SamplingParams, TurnRequest
 from tui.engine.local import Engine
-from tui.engine.schedule import available_cores
+from tui.engine.memory import resident
+from tui.engine.schedule import AUTO, available_cores, prefill_priority
 
 PROMPT = "What movie do these emoji describe? 🐠🐟🐡🌊 Explain your answer in detail."
 
@@ -41,9 +42,10 @@ def bare_loop(card: ModelCard, path: str, text: str, threads: int, tokens: int) 
     import llama_cpp
 
     from tui.engine.prompt import formatter_for
+    from tui.engine.worker import llama_options
 
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # llama.cpp's notes would garble the report
-    llm = llama_cpp.Llama(path, n_ctx=card.context, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = llama_cpp.Llama(path, **llama_options(card, threads))
     prompt = formatter_for(card, llm)(user(text))
     ids = llm.tokenize(prompt.text.encode(), add_bos=prompt.add_bos, special=True)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
@@ -68,7 +70,7 @@ def bare_loop(card: ModelCard, path: str, text: str, threads: int, tokens: int) 
 def llama_bench(binary: Path, path: Path, threads: int, tokens: int) -> float | None:
     try:
         result = subprocess.run(
-            [str(binary), "-m", str(path), "-t", str(threads), "-p", "0", "-n", str(tokens), "-r", "2", "-o", "json"],
+            [str(binary), "-m", str(path), "-t", str(threads), "-p", "0", "-n", str(tokens), "-r", "1", "-o", "json"],
             capture_output=True,
             text=True,
             timeout=600,
@@ -99,13 +101,14 @@ async def last_event(model: Backend, request: TurnRequest) -> Finished:
 async def throughput(
     cards: list[ModelCard], tokens: int, llama_bench_binary: Path | None, repeats: int
 ) -> list[dict[str, Any]]:
-    """Medians of `repeats` alternating runs of the bare loop and the engine."""
+    """Medians of `repeats` rounds, each running the bare loop, the engine and llama-bench in turn:
+    this machine's speed drifts by a quarter between minutes, and then drifts for all three alike."""
     cores = available_cores()
     rows = []
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         for card in cards:
             path = store.ensure_file(card)
-            bare_rates, engine_rates = [], []
+            bare_rates, engine_rates, reference_rates = [], [], []
             for _ in range(repeats):
                 bare = await asyncio.get_running_loop().run_in_executor(
                     pool, bare_loop, card, str(path), PROMPT, cores, tokens
@@ -113,6 +116,8 @@ async def throughput(
                 done = await solo_turn(card, PROMPT, tokens)
                 bare_rates.append(bare["tokens_per_s"])
                 engine_rates.append(done.tokens_per_s or 0.0)
+                if llama_bench_binary:
+                    reference_rates.append(llama_bench(llama_bench_binary, path, cores, tokens) or 0.0)
             engine, bare_rate = statistics.median(engine_rates), statistics.median(bare_rates)
             row: dict[str, Any] = {
                 "model": card.id,
@@ -121,10 +126,12 @@ async def throughput(
                 "engine_tokens_per_s": engine,
                 "bare_tokens_per_s": bare_rate,
                 "ratio": engine / bare_rate if bare_rate else None,
+                "engine_by_round": engine_rates,
             }
+            reference = statistics.median(reference_rates) if reference_rates and all(reference_rates) else None
             if llama_bench_binary:
-                reference = llama_bench(llama_bench_binary, path, cores, tokens)
                 row["llama_bench_tokens_per_s"] = reference
+                row["llama_bench_by_round"] = reference_rates
                 if reference:
                     row["ratio_to_llama_bench"] = engine / reference
             rows.append(row)
@@ -139,28 +146,49 @@ async def ladder_turn(cards: list[ModelCard], tokens: int, policy: str) -> dict[
     models = [engine.model(card) for card in cards]
     try:
         await asyncio.gather(*(model.load() for model in models))
-        memory = {model.card.id: resident_bytes(model.pid) for model in models}
+        parts = {model.card.id: model.memory for model in models}
         start = time.perf_counter()
 
         finished = await asyncio.gather(
             *(last_event(model, TurnRequest(user(PROMPT), greedy(tokens))) for model in models)
         )
         wall = time.perf_counter() - start
-        memory_after = {model.card.id: resident_bytes(model.pid) for model in models}
+        choice = engine.choice  # the turn's, chosen as it started
+        memory_after = {model.card.id: resident(model.pid or 0) for model in models}
     finally:
         await engine.close()
     return {
         "wall_s": wall,
         "ttft_s": {m.card.id: f.ttft_s for m, f in zip(models, finished, strict=True)},
         "tokens": {m.card.id: f.completion_tokens for m, f in zip(models, finished, strict=True)},
-        "rss_loaded": memory,
-        "rss_after_turn": memory_after,
+        "chosen": choice.policy.name,
+        "note": choice.note,
+        "memory_loaded": parts,
+        "memory_after_turn": memory_after,
     }
+
+
+def ttft_bounds(cards: list[ModelCard], solo_ttft: dict[str, float], prompt_tokens: dict[str, int]) -> dict[str, float]:
+    """Each model's earliest possible first token in a turn of all: its prompt and those served
+    before it (least work first, as `prefill_priority` orders them), each taking its solo time on
+    every core, one after another."""
+    served = sorted(cards, key=lambda card: prefill_priority(card.params or 0, prompt_tokens[card.id]))
+    bounds, elapsed = {}, 0.0
+    for card in served:
+        elapsed += solo_ttft[card.id]
+        bounds[card.id] = elapsed
+    return bounds
+
+
+def schedule_order(policies: list[str]) -> list[str]:
+    """The schedules to measure, `auto` last in each round: it learns from the others' turns."""
+    return sorted(set(policies), key=lambda policy: (policy == AUTO, policy))
 
 
 async def whole_ladder(cards: list[ModelCard], tokens: int, policies: list[str], repeats: int) -> dict[str, Any]:
     """Medians over `repeats` rounds, each round measuring the baseline and every schedule
     in turn: the machine's noise (often ±15% between minutes) then hits all alike."""
+    policies = schedule_order(policies)
     rounds: list[dict[str, Any]] = []
     for _ in range(repeats):
         solo = {card.id: await solo_turn(card, PROMPT, tokens) for card in cards}
@@ -169,10 +197,12 @@ async def whole_ladder(cards: list[ModelCard], tokens: int, policies: list[str],
     median = statistics.median
     sequential = median(sum(d.elapsed_s for d in r["solo"].values()) for r in rounds)
     solo_ttft = {card.id: median(r["solo"][card.id].ttft_s or 0 for r in rounds) for card in cards}
+    bounds = ttft_bounds(cards, solo_ttft, {c.id: rounds[-1]["solo"][c.id].prompt_tokens for c in cards})
     result: dict[str, Any] = {
         "repeats": repeats,
         "sequential_s": sequential,
         "solo_ttft_s": solo_ttft,
+        "ttft_bound_s": bounds,
         "solo_tokens": {c.id: rounds[-1]["solo"][c.id].completion_tokens for c in cards},
         "policies": {},
     }
@@ -185,18 +215,11 @@ async def whole_ladder(cards: list[ModelCard], tokens: int, policies: list[str],
             r["runs"][policy]["wall_s"] / sum(d.elapsed_s for d in r["solo"].values()) for r in rounds
         ]
         run["ttft_ratio"] = {k: v / (solo_ttft[k] or 1e-9) for k, v in run["ttft_s"].items()}
+        run["ttft_bound_ratio"] = {k: v / (bounds[k] or 1e-9) for k, v in run["ttft_s"].items()}
+        run["worst_ttft_bound_ratio"] = max(run["ttft_bound_ratio"].values())
+        run["chosen_by_round"] = [r["runs"][policy]["chosen"] for r in rounds]
         result["policies"][policy] = run
     return result
-
-
-def resident_bytes(pid: int | None) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 # --- 3. the KV cache: time to first token at turn 10 vs turn 1 ---------------------------------

@@ -119,7 +119,7 @@ class SessionOptions:
 
     @property
     def engine_info(self) -> dict[str, Any]:
-        return {"schedule": self.engine.policy.name, "cores": self.engine.cores}
+        return {"schedule": self.engine.schedule, "cores": self.engine.cores}
 
     def backend(self, card: ModelCard) -> Backend:
         """What runs a card: a server for a remote model, a local worker otherwise."""

@@ -91,6 +91,16 @@ class TextPiece:
     tokens: int = 1  # how many tokens it holds (workers send text in batches)
 
 
+@dataclass(frozen=True)
+class StepTimes:
+    """How long a local reply's steps took while holding their cores, and on how many."""
+
+    prompt_s: float | None = None  # the prompt's (uncached part's) evaluation and first sample
+    prompt_threads: int = 0
+    decode_s: float | None = None  # the mean one-token step: decode and sample
+    decode_threads: int = 0
+
+
 Status = Literal["done", "cancelled", "error"]
 STATUSES: tuple[Status, ...] = ("done", "cancelled", "error")
 
@@ -112,6 +122,8 @@ class Finished:
     notices: list[str] = field(default_factory=list)
     # A remote reply: the server's host, model and report of itself, and how tokens were counted.
     remote: dict[str, Any] | None = None
+    steps: StepTimes | None = None  # a local reply's step times
+    schedule: str | None = None  # the CPU schedule a local reply ran under (auto chooses one per turn)
 
 
 TurnEvent = PromptReady | Notice | FirstToken | TextPiece | Finished

@@ -16,9 +16,19 @@ from typing import Any
 from tui import paths, store
 from tui.cards import ModelCard
 from tui.engine import worker
+from tui.engine.autoschedule import Choice, StepStore, choose, fixed, model_key
 from tui.engine.base import ModelLoadError, State
-from tui.engine.events import Finished, FirstToken, Notice, PromptReady, TextPiece, TurnEvent, TurnRequest
-from tui.engine.schedule import DEFAULT_POLICY, MAX_WORKERS, POLICIES, Lanes, Plan, available_cores
+from tui.engine.events import (
+    Finished,
+    FirstToken,
+    Notice,
+    PromptReady,
+    StepTimes,
+    TextPiece,
+    TurnEvent,
+    TurnRequest,
+)
+from tui.engine.schedule import AUTO, DEFAULT_POLICY, MAX_WORKERS, POLICIES, SCHEDULES, Lanes, Plan, available_cores
 
 # The turn events a worker sends, by the class name it sends with each (see `Worker.send`).
 TURN_EVENT_CLASSES: dict[str, type] = {
@@ -30,13 +40,20 @@ class Engine:
     """Starts local model workers and shares the machine's cores between them.
 
     It owns its models until they close: a closed model forgets itself here, so the plan and
-    the spin setting count only models that are, or may still become, running."""
+    the spin setting count only models that are, or may still become, running.
 
-    def __init__(self, policy: str = DEFAULT_POLICY, cores: int | None = None) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown schedule '{policy}' (known: {', '.join(POLICIES)})")
-        self.policy = POLICIES[policy]
+    The schedule is a policy, or `auto`: a policy chosen for each turn from the step times
+    this machine measured, which every turn shared by several models teaches, whatever the
+    schedule (see `tui.engine.autoschedule`)."""
+
+    def __init__(self, policy: str = DEFAULT_POLICY, cores: int | None = None, steps: StepStore | None = None) -> None:
+        if policy not in SCHEDULES:
+            raise ValueError(f"unknown schedule '{policy}' (known: {', '.join(SCHEDULES)})")
+        self.schedule = policy
         self.cores = cores or available_cores()
+        self.steps = steps or StepStore(self.cores)
+        # What the turns run and why (the title line shows it): chosen afresh by each turn's plan.
+        self.choice = Choice(POLICIES["baton"], AUTO) if policy == AUTO else fixed(POLICIES[policy], 1)
         self.context = multiprocessing.get_context("spawn")
         # Spawned workers need multiprocessing's resource tracker, a process started on first
         # use with our stderr: start it now, while stderr is the terminal's; inside the app it is
@@ -52,8 +69,23 @@ class Engine:
         return model
 
     def plan(self) -> Plan:
-        running = sum(1 for model in self.models if model.state in ("loading", "ready", "busy"))
-        return self.policy.plan(max(running, 1), self.cores)
+        """The threads of each step. While no model is busy, a turn is starting: choose its policy
+        now (the models of a turn all run the one chosen by the first to start)."""
+        running = [model for model in self.models if model.state in ("loading", "ready", "busy")]
+        if not any(model.state == "busy" for model in running):
+            if self.schedule == AUTO:
+                self.choice = choose(self.steps.models, [model_key(model.card) for model in running], self.cores)
+            else:
+                self.choice = fixed(self.choice.policy, len(running))
+        return self.choice.policy.plan(max(len(running), 1), self.cores)
+
+    def learn(self, card: ModelCard, finished: Finished, choice: Choice) -> None:
+        """Keep a reply's step times if its turn had several models running, as the turns `auto`
+        chooses for: alone, a model's steps are quicker (its weights stay in the CPU's caches, and
+        its threads spin longer: the short spin of shared turns costs the smallest ~20%, see
+        `worker.serve`), which would flatter `baton`."""
+        if choice.models > 1:
+            self.steps.learn(card, finished)
 
     def forget(self, model: LocalModel) -> None:
         """A model closed: it no longer counts (its `close` calls this)."""
@@ -62,10 +94,15 @@ class Engine:
 
     def cores_change_hands(self) -> bool:
         """Whether multi-threaded steps of different models will use the same cores in
-        turn (planned for every model this engine has and has not closed, loaded or not)."""
-        plan = self.policy.plan(max(len(self.models), 1), self.cores)
-        threads = max(plan.prompt_threads, plan.decode_threads)
-        return threads > 1 and len(self.models) * threads > self.cores
+        turn (planned for every model this engine has and has not closed, loaded or not,
+        under any policy `auto` may choose)."""
+        policies = POLICIES.values() if self.schedule == AUTO else [self.choice.policy]
+        for policy in policies:
+            plan = policy.plan(max(len(self.models), 1), self.cores)
+            threads = max(plan.prompt_threads, plan.decode_threads)
+            if threads > 1 and len(self.models) * threads > self.cores:
+                return True
+        return False
 
     def take_slot(self) -> int:
         if not self._free_slots:
@@ -128,6 +165,7 @@ class LocalModel:
         self.n_ctx = card.context
         self.n_past = 0
         self.pid: int | None = None
+        self.memory: dict[str, int] = {}  # what the worker holds once loaded, and its parts (see Worker.memory)
         self._process: Any = None
         self._commands: Any = None
         self._events: Any = None
@@ -137,6 +175,7 @@ class LocalModel:
         self._turn_id = 0
         self._partial: list[str] = []  # the reply in flight so far, and the tokens it holds
         self._partial_tokens = 0
+        self.turn_choice: Choice | None = None  # the schedule's choice for this model's latest turn
         self._log = paths.cache_dir() / "logs" / f"{card.id}.log"
 
     async def load(self, progress: store.Progress | None = None) -> None:
@@ -186,6 +225,11 @@ class LocalModel:
         loop.add_reader(self._events.fileno(), self._on_readable)
         await self._ready
 
+    @property
+    def schedule_note(self) -> str:
+        """Which CPU policy the engine runs now, and why (the title line shows it)."""
+        return self.engine.choice.note
+
     def closed(self) -> bool:
         """Whether `close` was called: `load` asks after each wait, as it may come meanwhile
         (a method, not a property: a type checker would take a property's answer to hold on)."""
@@ -208,6 +252,7 @@ class LocalModel:
         kind = message.pop("ev")
         if kind == "ready":
             self.n_ctx, self.pid, self.state = message["n_ctx"], message["pid"], "ready"
+            self.memory = message["memory"]
             if self._ready and not self._ready.done():
                 self._ready.set_result(None)
             return
@@ -218,12 +263,17 @@ class LocalModel:
             return
         if message.pop("id") != self._turn_id:
             return  # the tail of a turn whose caller stopped listening
+        if isinstance(message.get("steps"), dict):  # a Finished's step times, sent as a dict like the rest
+            message["steps"] = StepTimes(**message["steps"])
         event = TURN_EVENT_CLASSES[kind](**message)
         if isinstance(event, TextPiece):
             self._partial.append(event.text)
             self._partial_tokens += event.tokens
         if isinstance(event, Finished):
             self.n_past = event.prompt_tokens + event.completion_tokens
+            if self.turn_choice is not None:
+                self.engine.learn(self.card, event, self.turn_choice)
+                event = replace(event, schedule=self.turn_choice.policy.name)
             if self.state == "busy":
                 self.state = "ready"
         if self._queue is not None:
@@ -265,6 +315,8 @@ class LocalModel:
         self._partial, self._partial_tokens = [], 0
         queue: asyncio.Queue[TurnEvent] = asyncio.Queue()
         self._queue = queue
+        plan = self.engine.plan()  # while this model is not busy yet: the first of a turn chooses for all
+        self.turn_choice = self.engine.choice
         self.state = "busy"
         self._commands.send(
             {
@@ -272,7 +324,7 @@ class LocalModel:
                 "id": self._turn_id,
                 "messages": request.messages,
                 "params": request.params.as_dict(),
-                "plan": asdict(self.engine.plan()),
+                "plan": asdict(plan),
             }
         )
         finished = False

@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 import time
 
-from tui.engine.events import Finished, Status
+from tui.engine.events import Finished, Status, StepTimes
 
 
 class ReplyCounter:
@@ -17,6 +17,19 @@ class ReplyCounter:
         self.first_token: float | None = None
         self.prompt_tokens = self.cached_tokens = self.completion_tokens = 0
         self.notices: list[str] = []
+        self.prompt_s: float | None = None  # the prompt step, holding its cores
+        self.prompt_threads = self.decode_threads = 0
+        self.decode_s = 0.0  # the one-token steps, holding their cores
+        self.decode_steps = 0
+
+    def timed(self, prompt: bool, threads: int, seconds: float) -> None:
+        """A step's own time (not the wait for its cores): what an automatic schedule learns from."""
+        if prompt:
+            self.prompt_s, self.prompt_threads = seconds, threads
+        else:
+            self.decode_s += seconds
+            self.decode_steps += 1
+            self.decode_threads = threads
 
     def finish(self, status: Status, reason: str, text: str = "", error: str | None = None) -> Finished:
         end = time.perf_counter()
@@ -35,6 +48,12 @@ class ReplyCounter:
             elapsed_s=end - self.start,
             error=error,
             notices=self.notices,
+            steps=StepTimes(
+                prompt_s=self.prompt_s,
+                prompt_threads=self.prompt_threads,
+                decode_s=self.decode_s / self.decode_steps if self.decode_steps else None,
+                decode_threads=self.decode_threads,
+            ),
         )
 
 

@@ -10,17 +10,17 @@ processes: a worker holds as many cores as it runs threads for each step (its pr
 then one new token at a time) and hands them on afterwards. A policy chooses how many
 threads a prompt step and a decode step run:
 
-- `baton` (default): every step runs on every core, so models take turns token by
-  token. All panes stream at once and no two models ever share a core.
+- `baton`: every step runs on every core, so models take turns token by token. All
+  panes stream at once and no two models ever share a core.
 - `split`: the cores divided between models running side by side (with more models
   than cores, they take turns for each share).
 - `mixed`: prompts on every core, as in `baton` (prompts are compute-bound), tokens one
   core each, as in `split`.
+- `auto` (default): one of the three for each turn, chosen from the step times this
+  machine measured (`tui/engine/autoschedule.py`): the best policy differs between
+  machines (on one 2-core machine baton was best, on another mixed and split).
 
-`ladder bench` measures them against running the models one after another. On 2 cores
-with the four offline models (median of 3 rounds, 64 tokens each): baton 1.02x the
-sequential time with every first token within 2.1x its solo time; mixed 1.07x / 2.2x;
-split 1.13x / 2.6x. Hence the default.
+`ladder bench` measures them against running the models one after another.
 
 Waiting steps are served prompt work first, least remaining work first (so each pane
 waits only for shorter prompts), then decode steps first come, first served, so no
@@ -62,7 +62,7 @@ class Policy:
     description: str
 
     def plan(self, models: int, cores: int) -> Plan:
-        share = max(1, cores // max(1, min(models, cores)))  # cores each, with every model running
+        share = share_of(models, cores)
         if self.name == "split":
             return Plan(prompt_threads=share, decode_threads=share)
         if self.name == "mixed":
@@ -70,12 +70,19 @@ class Policy:
         return Plan(prompt_threads=cores, decode_threads=cores)
 
 
+def share_of(models: int, cores: int) -> int:
+    """Cores each model decodes on side by side (split, mixed), with every model running."""
+    return max(1, cores // max(1, min(models, cores)))
+
+
 POLICIES = {
     "baton": Policy("baton", "every step on every core: models take turns token by token"),
     "split": Policy("split", "the cores divided between models running side by side"),
     "mixed": Policy("mixed", "prompts on every core, tokens one core each, side by side"),
 }
-DEFAULT_POLICY = "baton"
+AUTO = "auto"  # not a policy of its own: it picks one of POLICIES for each turn
+SCHEDULES = (AUTO, *sorted(POLICIES))  # what --schedule takes
+DEFAULT_POLICY = AUTO
 
 
 def available_cores() -> int:

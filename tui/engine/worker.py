@@ -18,14 +18,16 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any
 
 from tui.cards import ModelCard
+from tui.engine.decode import DecodeError, Sampler, TokenLoop
 from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece, TurnEvent
+from tui.engine.memory import resident
 from tui.engine.prompt import Formatter, Prompt, PromptFormatError, formatter_for
 from tui.engine.reply import ReplyCounter, StreamedText
 from tui.engine.schedule import DECODE, Cancelled, Lanes, Plan, prefill_priority
@@ -73,13 +75,52 @@ def serve(
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     os.dup2(log.fileno(), 2)  # llama.cpp writes to stderr; keep it off the user's terminal
     sys.stderr = log
+    import llama_cpp  # noqa: F401 - imported now, to count the libraries apart from the model
+
+    before = resident()
     try:
         worker = Worker(card, model_path, events, lanes, slot, threads)
     except Exception as error:  # any failure to load is reported for this model only
         events.send({"ev": "failed", "error": _load_error(card, model_path, error)})
         return
-    events.send({"ev": "ready", "n_ctx": worker.llm.n_ctx(), "pid": os.getpid()})
+    memory = worker.memory(before)
+    events.send({"ev": "ready", "n_ctx": worker.llm.n_ctx(), "pid": os.getpid(), "memory": memory})
     worker.run(commands)
+
+
+def llama_options(card: ModelCard, threads: int) -> dict[str, Any]:
+    """How a model is loaded: by the worker, and by `ladder bench`'s bare loop to compare like for like."""
+    return dict(
+        n_ctx=card.context,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_gpu_layers=card.gpu_layers,
+        # Read, not mapped: on the CPU llama.cpp repacks most weights into a copy of its own,
+        # and a mapping keeps the file's pages resident beside it (the 1.5B: 1.87 GB, not 1.28).
+        use_mmap=False,
+        # As llama-bench runs on the CPU by default (`-fa auto`); the smallest model is about a
+        # fifth faster with it, and a quantised KV cache needs it.
+        flash_attn=True,
+        verbose=False,
+    )
+
+
+def kv_cache_bytes(metadata: dict[str, str], n_ctx: int) -> int:
+    """The f16 KV cache llama.cpp allocates for `n_ctx` tokens: keys and values for every layer."""
+    arch = metadata.get("general.architecture", "")
+
+    def number(key: str, default: int = 0) -> int:
+        try:
+            return int(metadata.get(f"{arch}.{key}", default))
+        except ValueError:  # a per-layer array: not in these models; count it as unknown
+            return 0
+
+    heads = number("attention.head_count", 1)
+    head_size = number("embedding_length") // max(heads, 1)
+    per_token = number("attention.head_count_kv", heads) * (
+        number("attention.key_length", head_size) + number("attention.value_length", head_size)
+    )
+    return n_ctx * number("block_count") * per_token * 2
 
 
 def _load_error(card: ModelCard, model_path: str, error: Exception) -> str:
@@ -99,16 +140,9 @@ class Worker:
 
         self.card, self.events, self.lanes, self.slot = card, events, lanes, slot
         self.threads = threads
-        self.llm = llama_cpp.Llama(
-            model_path,
-            n_ctx=card.context,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_gpu_layers=card.gpu_layers,
-            verbose=False,
-        )
+        self.llm = llama_cpp.Llama(model_path, **llama_options(card, threads))
         self.formatter: Formatter = formatter_for(card, self.llm)
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.loop = TokenLoop(self.llm)
         self.cancel = threading.Event()
         self.turn_id = 0
         self.outbox: list[str] = []  # text not sent yet, and how many tokens it holds
@@ -121,6 +155,18 @@ class Worker:
         self._no_abort = llama_cpp.ggml_abort_callback()  # a null callback
         self.warm_up()
 
+    def memory(self, before: dict[str, int] | None) -> dict[str, int]:
+        """What this worker holds once loaded, in bytes, and its parts: Python and the libraries
+        (before the model), the weights (as llama.cpp holds them), the KV cache (its size from the
+        model's shape), and the rest (llama.cpp's compute buffers as far as used, and ours)."""
+        import llama_cpp
+
+        now = resident() or {}
+        parts = {"libraries": (before or {}).get("rss", 0), "weights": int(llama_cpp.llama_model_size(self.llm.model))}
+        parts["kv_cache"] = kv_cache_bytes(self.llm.metadata, self.llm.n_ctx())
+        parts["other"] = max(0, now.get("rss", 0) - sum(parts.values()))
+        return {**now, **parts}
+
     def warm_up(self) -> None:
         """Evaluate one token now, so that the file is paged in and the buffers exist
         before the first turn: otherwise the first prompt chunk takes seconds and holds
@@ -128,10 +174,10 @@ class Worker:
         first = self.llm.token_bos() if self.llm.token_bos() >= 0 else self.llm.tokenize(b" ", add_bos=False)[0]
         self.lanes.acquire(self.slot, threading.Event(), prefill_priority(self.card.params or 0, 1), cores=self.threads)
         try:
-            self.llm.eval([first])
+            self.loop.evaluate([first])
         finally:
             self.lanes.release(self.slot)
-        self.llm.reset()
+        self.loop.reset()
 
     # --- the command loop ---------------------------------------------------------------------
 
@@ -159,7 +205,7 @@ class Worker:
             if message["op"] == "stop":
                 return
             if message["op"] == "reset":
-                self.llm.reset()
+                self.loop.reset()
             elif message["op"] == "turn":
                 self.turn_id, self.cancel = message["id"], cancels[message["id"]]
                 try:
@@ -167,7 +213,7 @@ class Worker:
                         message["messages"], SamplingParams(**message["params"]), Plan(**message["plan"])
                     )
                 except Exception as error:  # a fault in one turn fails that reply, not the model
-                    self.llm.reset()
+                    self.loop.reset()
                     finished = ReplyCounter(time.perf_counter()).finish(
                         "error", "error", error=f"the turn failed ({type(error).__name__}: {error}); try it again"
                     )
@@ -299,19 +345,11 @@ class Worker:
         reply.notices = notices
         for notice in notices:
             self.send(Notice(notice))
-        cached = _common_prefix(self.llm.eval_tokens, tokens)  # what `generate` will find in the KV cache
-        reply.prompt_tokens, reply.cached_tokens = len(tokens), min(cached, len(tokens) - 1)
+        reply.prompt_tokens, reply.cached_tokens = len(tokens), self.loop.keep_prefix(tokens)
         self.send(PromptReady(reply.prompt_tokens, reply.cached_tokens))
-        self.llm.set_seed(params.seed if params.seed is not None else 0)
         text = StreamedText(stops)
-        steps = self.llm.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-        )
+        sampler = Sampler(params, self.loop.n_vocab)
+        token = -1
         try:
             while True:
                 if self.cancel.is_set():
@@ -319,42 +357,46 @@ class Worker:
                 # The first step evaluates the prompt (its uncached part, in one batch: on a
                 # small machine each pass over the weights costs as much as a whole short
                 # prompt), the others one token each.
-                first = reply.completion_tokens == 0
+                first = token < 0
                 work = prefill_priority(self.card.params or 0, len(tokens) - reply.cached_tokens) if first else DECODE
                 threads = plan.prompt_threads if first else plan.decode_threads
                 self.lanes.acquire(self.slot, self.cancel, work, cores=threads)
+                began = time.perf_counter()
                 try:
                     self.use_threads(threads)
                     if first:
                         llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort, None)
-                    token = next(steps)
+                        self.loop.evaluate(tokens[reply.cached_tokens :])
+                    else:
+                        self.loop.step(token)
+                    token = sampler.sample(self.llm.ctx)
                 finally:
                     if first:
                         llama_cpp.llama_set_abort_callback(self.llm.ctx, self._no_abort, None)
                     self.lanes.release(self.slot)
-                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                    reply.timed(first, threads, time.perf_counter() - began)
+                if self.loop.is_end(token):
                     return reply.finish("done", "stop", text.flush())
                 if reply.completion_tokens == 0:
                     reply.first_token = time.perf_counter()
                     self.send(FirstToken(reply.first_token - start))
                 reply.completion_tokens += 1
-                piece, at_stop_string = text.add(self.llm.detokenize([token]))
+                piece, at_stop_string = text.add(self.loop.piece(token))
                 self.emit(piece)
                 if at_stop_string:
                     return reply.finish("done", "stop", text.flush())
                 if reply.completion_tokens >= params.max_tokens:
                     return reply.finish("done", "length", text.flush())
-                if self.llm.n_tokens >= self.llm.n_ctx() - 1:
+                if len(self.loop.kv) >= self.loop.n_ctx - 1:
                     return reply.finish("done", "context", text.flush())
         except Cancelled:
             return reply.finish("cancelled", "cancelled", text.flush())
-        except RuntimeError as error:  # llama_decode failed, or was aborted by a cancel
+        except DecodeError as error:  # llama_decode failed, or was aborted by a cancel
             if self.cancel.is_set():
                 return reply.finish("cancelled", "cancelled", text.flush())
-            self.llm.reset()
             return reply.finish("error", "error", text.flush(), error=f"llama.cpp failed: {error}")
         finally:
-            steps.close()
+            sampler.close()
 
 
 FIX_TEMPLATE = "give the card a working chat_template, or a chat_format such as chatml"
@@ -364,12 +406,3 @@ def _template_failure(error: Exception) -> str:
     if type(error) is ValueError:  # what the template itself raised, e.g. roles that do not alternate
         return f"the chat template refused this conversation: {error}"
     return f"the chat template failed ({type(error).__name__}: {error}); {FIX_TEMPLATE}"
-
-
-def _common_prefix(a: Iterable[int], b: Iterable[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -25,10 +25,22 @@ def where_saved(path: Path | None) -> str:
     return str(path).replace(str(Path.home()), "~", 1)
 
 
+def schedule_note(session: Session) -> str | None:
+    """What the engine's schedule runs now and why, e.g. `auto → mixed (predicted 0.88× baton, …)`.
+    Local models carry their engine's note (they share one engine); remote ones have none."""
+    return next((note for model in session.models if (note := getattr(model, "schedule_note", None))), None)
+
+
 class SessionLines(Vertical):
+    # How often the title looks for a new schedule note: `auto` chooses when a turn starts, in the
+    # engine, which sends the app no message.
+    SCHEDULE_CHECK_S = 0.5
+
     def __init__(self) -> None:
         super().__init__(id="session-lines")
         self.saving_failed = False  # the saving line is shown
+        self.session: Session | None = None
+        self._title = Text()
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -36,18 +48,12 @@ class SessionLines(Vertical):
         yield Static(id="scenario-line")
         yield Static(id="saving-line")
 
+    def on_mount(self) -> None:
+        self.set_interval(self.SCHEDULE_CHECK_S, self.show_title)
+
     def show(self, session: Session) -> None:
-        info = session.engine_info
-        title = Text.assemble(("Ladder", "bold"), f" · {session.lineup or 'custom lineup'}")
-        remote = sum(1 for model in session.models if model.card.endpoint)
-        if remote:  # beside the lineup, from --endpoint, or a lineup's remote cards
-            title.append(f" · {remote} remote")
-        if session.replay_of:
-            title.append(f" · replay of {session.replay_of}", style="bold")
-        if info:
-            title.append(f" · {info.get('schedule')}, {info.get('cores')} cores", style="dim")
-        title.append(f" · {where_saved(session.transcript.path)}", style="dim")
-        self.query_one("#title", Static).update(title)
+        self.session = session
+        self.show_title()
         params = session.params
         system = session.conversation.system.replace("\n", " ") or "(none)"
         seed = "random" if params.seed is None else params.seed
@@ -64,6 +70,25 @@ class SessionLines(Vertical):
             keys = " · F7 next item" if scenario.has_items else ""
             line.update(Text.assemble((f"{scenario.title}{keys} · ", "bold"), (scenario.description, "italic")))
         self.show_saving(session.transcript)
+
+    def show_title(self) -> None:
+        """The title line, redrawn only when it changed (a timer asks twice a second)."""
+        session = self.session
+        if session is None:
+            return
+        info = session.engine_info
+        title = Text.assemble(("Ladder", "bold"), f" · {session.lineup or 'custom lineup'}")
+        remote = sum(1 for model in session.models if model.card.endpoint)
+        if remote:  # beside the lineup, from --endpoint, or a lineup's remote cards
+            title.append(f" · {remote} remote")
+        if session.replay_of:
+            title.append(f" · replay of {session.replay_of}", style="bold")
+        if info:
+            title.append(f" · {schedule_note(session) or info.get('schedule')}, {info.get('cores')} cores", style="dim")
+        title.append(f" · {where_saved(session.transcript.path)}", style="dim")
+        if title != self._title:
+            self._title = title
+            self.query_one("#title", Static).update(title)
 
     def show_saving(self, writer: TranscriptWriter) -> None:
         """Show, while the transcript cannot be written, that saving stopped, why, and what to do;

@@ -1,0 +1,155 @@
+"""The token loop: llama.cpp's own decode and sampler chain through llama-cpp-python's low-level
+bindings. One `llama_decode` per token on a reused one-token batch; the sampler reads the logits
+where llama.cpp left them, so nothing is copied out per token (`Llama.generate` copied every
+token's logits into a numpy array, and ran its bookkeeping in Python: see the README's
+Performance section for what that cost).
+
+`Llama` still loads the model and tokenises, and its chat template and metadata format prompts;
+its own generation state is not used. What the KV cache holds is tracked here, in `kv`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from typing import Any
+
+from tui.engine.events import SamplingParams
+
+PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over, as llama-cpp-python's default
+PIECE_BYTES = 256  # a token's text is far shorter; a longer one is read again with its real size
+
+
+class DecodeError(RuntimeError):
+    """llama_decode failed (or was aborted by a cancel)."""
+
+
+class Sampler:
+    """llama.cpp's sampler chain for one reply, in llama-cpp-python's order (so a seed gives the
+    same reply as `Llama.generate` did): repeat penalty, then greedy at temperature 0, else
+    top-k, top-p, min-p, temperature and a seeded draw."""
+
+    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+        import llama_cpp
+
+        self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = llama_cpp.llama_sampler_chain_add
+        # As llama-cpp-python calls it (its binding passes n_vocab first).
+        add(self.chain, llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0, 0))
+        if params.temperature == 0:
+            add(self.chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(self.chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+            add(self.chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            add(self.chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+            add(self.chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+            add(self.chain, llama_cpp.llama_sampler_init_dist(params.seed if params.seed is not None else 0))
+
+    def sample(self, ctx: Any) -> int:
+        """The next token, from the logits of the last token decoded (and accepted into the chain)."""
+        import llama_cpp
+
+        return int(llama_cpp.llama_sampler_sample(self.chain, ctx, -1))
+
+    def close(self) -> None:
+        import llama_cpp
+
+        if self.chain is not None:
+            llama_cpp.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+class TokenLoop:
+    """Decoding on one model's context: prompts in batches, then one token at a time."""
+
+    def __init__(self, llm: Any) -> None:
+        import llama_cpp
+
+        self.llm = llm
+        self.ctx = llm.ctx
+        self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx = llm.n_ctx()
+        self.n_batch = llm.n_batch
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.kv: list[int] = []  # the tokens the KV cache holds, in order
+        self._one = (llama_cpp.llama_token * 1)()  # the reused one-token batch
+        self._one_batch = llama_cpp.llama_batch_get_one(self._one, 1)
+        self._piece = ctypes.create_string_buffer(PIECE_BYTES)
+
+    def keep_prefix(self, tokens: list[int]) -> int:
+        """Forget what the cache holds beyond the start `tokens` share with it (at least the last
+        token of `tokens` is evaluated again, for its logits); returns how many are kept."""
+        import llama_cpp
+
+        keep = 0
+        for held, wanted in zip(self.kv, tokens[:-1], strict=False):
+            if held != wanted:
+                break
+            keep += 1
+        if keep < len(self.kv):
+            llama_cpp.llama_memory_seq_rm(self.memory, 0, keep, -1)
+            del self.kv[keep:]
+        return keep
+
+    def evaluate(self, tokens: list[int]) -> None:
+        """Decode tokens after those the cache holds, `n_batch` at a time; the logits of the last
+        are then ready to sample."""
+        import llama_cpp
+
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            array = (llama_cpp.llama_token * len(chunk))(*chunk)
+            self._decode(llama_cpp.llama_batch_get_one(array, len(chunk)))
+            self.kv += chunk
+
+    def step(self, token: int) -> None:
+        """Decode one token: the one just sampled."""
+        self._one[0] = token
+        self._decode(self._one_batch)
+        self.kv.append(token)
+
+    def _decode(self, batch: Any) -> None:
+        import llama_cpp
+
+        status = llama_cpp.llama_decode(self.ctx, batch)
+        if status != 0:
+            # Whatever the failed batch left in the cache is not what `kv` says: forget it all.
+            self.reset()
+            raise DecodeError(f"llama_decode returned {status}")
+
+    def is_end(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def piece(self, token: int) -> bytes:
+        """The token's text as bytes (a character may span several tokens)."""
+        import llama_cpp
+
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece, PIECE_BYTES, 0, False)
+        if n < 0:  # longer than the buffer: -n is its size
+            longer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, longer, -n, 0, False)
+            return longer.raw[:n]
+        return self._piece.raw[:n]
+
+    def top_alternatives(self, chosen: int, k: int = 5) -> tuple[float, list[tuple[int, float]]]:
+        """The chosen token's log-probability and the `k` likeliest tokens with theirs, from the
+        logits of the last token decoded (read in place). Off the hot path: only called when asked,
+        and before the next `step`."""
+        import llama_cpp
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
+        shifted = logits - logits.max()
+        log_total = math.log(float(np.exp(shifted).sum()))
+        best = np.argpartition(-shifted, k)[:k]
+        best = best[np.argsort(-shifted[best])]
+        return float(shifted[chosen]) - log_total, [(int(t), float(shifted[t]) - log_total) for t in best]
+
+    def reset(self) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_memory_clear(self.memory, True)
+        self.kv.clear()
