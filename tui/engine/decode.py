@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections import deque
 from typing import Any
 
 from tui.engine.events import SamplingParams
@@ -27,29 +28,55 @@ class DecodeError(RuntimeError):
 class Sampler:
     """llama.cpp's sampler chain for one reply, in llama-cpp-python's order (so a seed gives the
     same reply as `Llama.generate` did): repeat penalty, then greedy at temperature 0, else
-    top-k, top-p, min-p, temperature and a seeded draw."""
+    top-k, top-p, min-p, temperature and a seeded draw.
+
+    At temperature 0 the same choice is made here instead, from the logits in place: the chain
+    first copies every token's logit into a candidate list, which for a 262k-token vocabulary
+    (Gemma 3) took 2.2 ms of a 24 ms token; the largest logit, after the repeat penalty, takes
+    a tenth of that."""
 
     def __init__(self, params: SamplingParams, n_vocab: int) -> None:
         import llama_cpp
 
+        self.n_vocab = n_vocab
+        self.greedy = params.temperature == 0
+        self.penalty = params.repeat_penalty
+        self.recent: deque[int] = deque(maxlen=PENALTY_LAST_N)  # the tokens sampled last, repeats too
+        self.chain = None
+        if self.greedy:
+            return
         self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
         # As llama-cpp-python calls it (its binding passes n_vocab first).
         add(self.chain, llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0, 0))
-        if params.temperature == 0:
-            add(self.chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            add(self.chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
-            add(self.chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-            add(self.chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-            add(self.chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-            add(self.chain, llama_cpp.llama_sampler_init_dist(params.seed if params.seed is not None else 0))
+        add(self.chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+        add(self.chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        add(self.chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+        add(self.chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+        add(self.chain, llama_cpp.llama_sampler_init_dist(params.seed if params.seed is not None else 0))
 
     def sample(self, ctx: Any) -> int:
         """The next token, from the logits of the last token decoded (and accepted into the chain)."""
         import llama_cpp
 
-        return int(llama_cpp.llama_sampler_sample(self.chain, ctx, -1))
+        if self.chain is not None:
+            return int(llama_cpp.llama_sampler_sample(self.chain, ctx, -1))
+        return self._greedy(llama_cpp.llama_get_logits_ith(ctx, -1))
+
+    def _greedy(self, pointer: Any) -> int:
+        """The largest logit (the first of equals), with llama.cpp's repeat penalty applied, in
+        float32 as it does, to the tokens among the last PENALTY_LAST_N sampled."""
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        if self.penalty != 1.0 and self.recent:
+            logits = logits.copy()  # llama.cpp's buffer stays as it was, for top_alternatives
+            seen = np.unique(np.fromiter(self.recent, dtype=np.int64))
+            penalty = np.float32(self.penalty)
+            logits[seen] = np.where(logits[seen] <= 0, logits[seen] * penalty, logits[seen] / penalty)
+        token = int(np.argmax(logits))
+        self.recent.append(token)
+        return token
 
     def close(self) -> None:
         import llama_cpp
