@@ -47,7 +47,7 @@ class Sampler:
             return
         self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
-        # As llama-cpp-python calls it (its binding passes n_vocab first).
+        # The vendored llama.cpp still takes n_vocab first.
         add(self.chain, llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0, 0))
         add(self.chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
         add(self.chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
