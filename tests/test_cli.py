@@ -242,3 +242,22 @@ def test_missing_sessions_dir_is_created_owner_only(tmp_path: Path) -> None:
     check_sessions_folder(folder)
     assert folder.is_dir() and oct(folder.stat().st_mode & 0o777) == "0o700"
     assert list(folder.iterdir()) == []  # the write check cleans up after itself
+
+
+def test_a_remote_card_is_listed_as_remote_fetched_never_and_left_out_of_the_bench(isolated: Path) -> None:
+    cards = isolated / "config" / "ladder" / "modelcards"
+    cards.mkdir(parents=True)
+    (cards / "box.yaml").write_text(
+        "id: box\nname: Box\nsources:\n  - endpoint: {url: 'http://127.0.0.1:9/v1', model: m}\n"
+    )
+    listed = ladder("models", "list")
+    assert listed.returncode == 0
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith("box ")]
+    assert row.split()[-1] == "remote" and "endpoint: http://127.0.0.1:9/v1#m" in row
+    fetched = ladder("models", "fetch", "box")
+    assert fetched.returncode == 1 and "runs on the server at 127.0.0.1:9: there is no file to fetch" in fetched.stderr
+    bench = ladder("bench", "--model", "box", "--quick")
+    assert bench.returncode == 2 and "Traceback" not in bench.stderr
+    assert bench.stderr.strip() == (
+        "ladder: bench measures local models only; box runs on a server: leave it out of --model and --lineup"
+    )

@@ -43,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
     if args.tokens < 8 or args.turns < 2 or args.repeat < 1:
         raise UsageError("--tokens must be at least 8, --turns at least 2 and --repeat at least 1")
     cards = select_models(load_catalog(), args.lineup, args.model)
+    remote = [card.id for card in cards if card.endpoint]
+    if remote:  # its speed is its server's: llama-bench and the bare loop have nothing to compare
+        raise UsageError(
+            f"bench measures local models only; {', '.join(remote)} runs on a server: "
+            "leave it out of --model and --lineup"
+        )
     llama_bench = args.llama_bench
     if args.build_llama_bench:
         llama_bench = build_llama_bench()

@@ -47,7 +47,7 @@ def list_models(catalog: Catalog) -> str:
                 card.quant,
                 size_label(card.size),
                 f"{source.kind}: {source.describe()}",
-                "yes" if found else "no",
+                "remote" if card.endpoint else "yes" if found else "no",
             )
         )
     lines = [output.table(rows, align_numbers=False), ""]
