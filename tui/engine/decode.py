@@ -115,7 +115,10 @@ class TokenLoop:
                 break
             keep += 1
         if keep < len(self.kv):
-            llama_cpp.llama_memory_seq_rm(self.memory, 0, keep, -1)
+            if not llama_cpp.llama_memory_seq_rm(self.memory, 0, keep, -1):
+                # llama.cpp could not remove them (a cache kind that cannot): start afresh.
+                self.reset()
+                return 0
             del self.kv[keep:]
         return keep
 
