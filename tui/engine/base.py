@@ -1,16 +1,17 @@
 """The one interface every backend offers: load, stream a turn, cancel, reset, close.
 
-Local llama.cpp workers implement it today; a remote OpenAI-compatible server can
-implement it later without its callers changing.
+Local llama.cpp workers (`local.py`) and OpenAI-compatible servers (`remote.py`) implement it;
+`stream_turn` is the part of a turn they share.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Literal, Protocol
 
 from tui.cards import ModelCard
-from tui.engine.events import TurnEvent, TurnRequest
+from tui.engine.events import Finished, TurnEvent, TurnRequest
 from tui.store import Progress
 
 State = Literal["waiting", "fetching", "loading", "ready", "busy", "error", "closed"]
@@ -41,3 +42,23 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release the model and its process."""
+
+
+async def stream_turn(model: Backend, start: Callable[[], asyncio.Queue[TurnEvent]]) -> AsyncIterator[TurnEvent]:
+    """A turn's events as every backend streams them: a model that is not ready answers at once
+    with an error; otherwise `start` begins the turn and gives the queue its events arrive on, up
+    to its Finished. A caller that stops listening before then cancels the turn."""
+    if model.state != "ready":
+        why = model.error if model.state == "error" else f"it is {model.state}"
+        yield Finished("error", "error", "", error=f"{model.card.name} cannot answer: {why}")
+        return
+    queue = start()
+    finished = False
+    try:
+        while not finished:
+            event = await queue.get()
+            finished = isinstance(event, Finished)
+            yield event
+    finally:
+        if not finished:
+            await model.cancel()

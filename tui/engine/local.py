@@ -17,7 +17,7 @@ from tui import paths, store
 from tui.cards import ModelCard
 from tui.engine import worker
 from tui.engine.autoschedule import Choice, StepStore, choose, fixed, model_key
-from tui.engine.base import ModelLoadError, State
+from tui.engine.base import ModelLoadError, State, stream_turn
 from tui.engine.events import (
     Finished,
     FirstToken,
@@ -306,15 +306,14 @@ class LocalModel:
 
     # --- the Backend interface -----------------------------------------------------------------
 
-    async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        if self.state != "ready":
-            why = self.error if self.state == "error" else f"it is {self.state}"
-            yield Finished("error", "error", "", error=f"{self.card.name} cannot answer: {why}")
-            return
+    def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+        return stream_turn(self, lambda: self._start(request))
+
+    def _start(self, request: TurnRequest) -> asyncio.Queue[TurnEvent]:
+        """Send the turn to the worker; its events arrive on the queue returned."""
         self._turn_id += 1
         self._partial, self._partial_tokens = [], 0
-        queue: asyncio.Queue[TurnEvent] = asyncio.Queue()
-        self._queue = queue
+        self._queue = asyncio.Queue()
         plan = self.engine.plan()  # while this model is not busy yet: the first of a turn chooses for all
         self.turn_choice = self.engine.choice
         self.state = "busy"
@@ -327,16 +326,7 @@ class LocalModel:
                 "plan": asdict(plan),
             }
         )
-        finished = False
-        try:
-            while not finished:
-                event = await queue.get()
-                finished = isinstance(event, Finished)
-                yield event
-        finally:
-            if not finished:  # the caller stopped listening: stop the worker too
-                await self.cancel()
-            self._queue = None
+        return self._queue
 
     async def cancel(self) -> None:
         if self.state == "busy":

@@ -18,9 +18,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from tui.cards import REMOTE_CONTEXT, CardError, Endpoint, ModelCard, Source, check_url
-from tui.engine.base import ModelLoadError, State
+from tui.engine.base import ModelLoadError, State, stream_turn
 from tui.engine.events import (
-    Finished,
     FirstToken,
     Notice,
     PromptReady,
@@ -297,25 +296,15 @@ class RemoteModel:
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
-    async def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        if self.state != "ready":
-            why = self.error if self.state == "error" else f"it is {self.state}"
-            yield Finished("error", "error", "", error=f"{self.card.name} cannot answer: {why}")
-            return
+    def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+        return stream_turn(self, lambda: self._start(request))
+
+    def _start(self, request: TurnRequest) -> asyncio.Queue[TurnEvent]:
+        """Start streaming the reply in a task of its own (so a cancel can stop it mid-read)."""
         self.state = "busy"
         queue: asyncio.Queue[TurnEvent] = asyncio.Queue()
         self._task = asyncio.create_task(self._reply(request, queue))
-        finished = False
-        try:
-            while not finished:
-                event = await queue.get()
-                finished = isinstance(event, Finished)
-                yield event
-        finally:
-            if not finished:  # the caller stopped listening: close the stream too
-                await self.cancel()
-            if self.state == "busy":
-                self.state = "ready"
+        return queue
 
     async def _reply(self, request: TurnRequest, queue: asyncio.Queue[TurnEvent]) -> None:
         """Stream one reply into `queue`, ending with its Finished whatever happens."""
@@ -349,6 +338,8 @@ class RemoteModel:
             if reply.completion_tokens:
                 error += f" mid-reply, after {reply.completion_tokens} tokens; the partial reply is kept"
         done = reply.finish(status, reason or "error", text.flush(), error)
+        if self.state == "busy":
+            self.state = "ready"
         queue.put_nowait(replace(done, remote=record))
 
     async def _open(self, request: TurnRequest, record: dict[str, Any], queue: asyncio.Queue[TurnEvent]) -> Any:
