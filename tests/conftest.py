@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 # The OpenAI-compatible test servers (tests/servers.py): fixtures `llama_server`, `start_llama_server`,
-# `scripted_server`, usable by name in every test module.
+# `scripted_server`, `connect` and `short_back_off`, usable by name in every test module.
 pytest_plugins = ["servers"]
 
 

@@ -13,14 +13,18 @@ from collections.abc import AsyncIterator, Callable
 
 from tui.cards import ModelCard, Source
 from tui.engine.base import ModelLoadError, State
-from tui.engine.events import Finished, FirstToken, PromptReady, TextPiece, TurnEvent, TurnRequest
+from tui.engine.events import Finished, FirstToken, PromptReady, Scores, TextPiece, TurnEvent, TurnRequest
 from tui.store import Progress
 
 Script = Callable[[TurnRequest], str]
 
 
 def echo_script(card: ModelCard) -> Script:
-    return lambda request: f"{card.name} answers: {request.messages[-1]['content']}"
+    def answer(request: TurnRequest) -> str:
+        asked = request.completion if request.completion is not None else request.messages[-1]["content"]
+        return f"{card.name} answers: {asked}"
+
+    return answer
 
 
 def card(card_id: str, params: int, name: str | None = None) -> ModelCard:
@@ -69,7 +73,7 @@ class ScriptedModel:
         self.requests.append(request)
         self.state = "busy"
         self._cancelled.clear()
-        prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
+        prompt_tokens = len(self._prompt_text(request).split())
         yield PromptReady(prompt_tokens, 0)
         words = self.script(request).split(" ")[: request.params.max_tokens]
         text = ""
@@ -108,6 +112,26 @@ class ScriptedModel:
             ttft_s=self.delay,
             tokens_per_s=1 / self.delay if self.delay else None,
             elapsed_s=self.delay * len(words),
+        )
+
+    async def score(self, request: TurnRequest, continuations: list[str]) -> Scores:
+        """A continuation the scripted reply starts with is likely (-0.1 a word), any other is not
+        (-3.0 a word): the fake's scores agree with its replies."""
+        self.requests.append(request)
+        if self.state != "ready":
+            return Scores("error", error=f"{self.card.name} cannot score: it is {self.state}")
+        reply = self.script(request).strip().lower()
+        logprobs = []
+        for continuation in continuations:
+            words = continuation.split() or [""]
+            likely = reply.startswith(continuation.strip().lower())
+            logprobs.append([-0.1 if likely else -3.0] * len(words))
+        return Scores("done", logprobs, prompt_tokens=len(self._prompt_text(request).split()))
+
+    @staticmethod
+    def _prompt_text(request: TurnRequest) -> str:
+        return (
+            request.completion if request.completion is not None else " ".join(m["content"] for m in request.messages)
         )
 
     async def cancel(self) -> None:

@@ -10,8 +10,12 @@ subprocess. What its log tells (checked by hand and in tests/test_servers.py):
   early (with a normal [DONE]) and logs the same "Disconnected" line; with it off, requests wait their turn.
 - Its streams carry no `usage` (even with stream_options.include_usage) and no `system_fingerprint`.
 
-ScriptedServer answers /v1/chat/completions as the test scripts it: an error status, or an event stream (chunked,
-as real servers send it) that ends properly, stalls, closes mid-reply or carries a malformed event.
+ScriptedServer answers /v1/chat/completions and /v1/completions as the test scripts it: an error status, a body
+(after a delay, if scripted), or an event stream (chunked, as real servers send it) that ends properly, stalls,
+closes mid-reply or carries a malformed event.
+
+For the remote models of these servers: `connect` (a RemoteModel of a card, loaded, closed after the test) and
+`short_back_off` (busy servers retried at once; a module asks for it with `pytest.mark.usefixtures`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +39,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pytest
+
+from tui.cards import ModelCard
+from tui.engine import remote
+from tui.engine.remote import RemoteModel
 
 MODEL_ALIAS = "smollm2-135m"
 _EVAL_RUNS = re.compile(r"^llama_perf_context_print:\s+eval time =.*/\s*(\d+) runs", re.MULTILINE)
@@ -54,12 +62,22 @@ def free_port() -> int:
 
 
 class LlamaServer:
-    """`python -m llama_cpp.server` on a free port, one thread (one core of two), its output in `log_path`."""
+    """`python -m llama_cpp.server` on a free port, one thread (one core of two), its output in `log_path`;
+    it serves SmolLM2-135M as MODEL_ALIAS unless given another `model` file and `alias`."""
 
-    def __init__(self, log_dir: Path, api_key: str | None = None, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        api_key: str | None = None,
+        startup_timeout: float = 60.0,
+        model: Path | None = None,
+        alias: str = MODEL_ALIAS,
+    ) -> None:
         self.log_path = log_dir / "llama-server.log"
         self.api_key = api_key  # when set, the server refuses requests without `Authorization: Bearer <key>`
         self.startup_timeout = startup_timeout
+        self.model = model
+        self.alias = alias
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -70,8 +88,8 @@ class LlamaServer:
     def start(self) -> LlamaServer:
         for _attempt in range(3):  # another process may take the free port before the server binds it
             self.port = free_port()
-            command = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path())]
-            command += ["--host", "127.0.0.1", "--port", str(self.port), "--model_alias", MODEL_ALIAS]
+            command = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model or smollm2_path())]
+            command += ["--host", "127.0.0.1", "--port", str(self.port), "--model_alias", self.alias]
             command += ["--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1"]
             command += ["--flash_attn", "True"]  # as Ladder's workers run: the same greedy replies
             command += ["--interrupt_requests", "False"]
@@ -169,7 +187,7 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     events: list[dict[str, Any] | str] | None = None  # each sent as `data: <JSON>`; a str is sent as it is
-    delay: float = 0.0  # seconds before each event
+    delay: float = 0.0  # seconds before each event, or before the body
     # done: `data: [DONE]` and the body's proper end; stall: send nothing more and keep the connection open
     # (until the client leaves or the server stops); close: close the connection, the body unfinished.
     end: End = "done"
@@ -224,12 +242,33 @@ def completion(text: str, model: str = "tiny", usage: dict[str, int] | None = No
     return Reply(body={**body, "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
 
 
+def completion_chunks(
+    pieces: list[str], model: str = "tiny", finish_reason: str | None = "stop"
+) -> list[dict[str, Any] | str]:
+    """text_completion events (/v1/completions streamed): one per piece, then one with `finish_reason`."""
+    base: dict[str, Any] = {"id": "cmpl-scripted", "object": "text_completion", "created": 0, "model": model}
+    choices = [{"index": 0, "text": piece, "logprobs": None, "finish_reason": None} for piece in pieces]
+    if finish_reason:
+        choices.append({"index": 0, "text": "", "logprobs": None, "finish_reason": finish_reason})
+    return [{**base, "choices": [choice]} for choice in choices]
+
+
+def text_completion(
+    text: str, logprobs: dict[str, Any] | None = None, model: str = "tiny", usage: dict[str, int] | None = None
+) -> Reply:
+    """A non-streaming text_completion (/v1/completions), with `logprobs` as given (tokens, text_offset, ...)."""
+    choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": "length"}
+    body = {"id": "cmpl-scripted", "object": "text_completion", "created": 0, "model": model, "usage": usage}
+    return Reply(body={**body, "choices": [choice]})
+
+
 DEFAULT_USAGE = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
 
 
 class ScriptedServer:
-    """Answers POST /v1/chat/completions from `replies` (then "Hello there"), GET /v1/models with `models_reply`,
-    and records every request. Serves from its own thread from the start, for sync and async tests alike."""
+    """Answers POST /v1/chat/completions and /v1/completions from `replies` (then "Hello there"), GET /v1/models
+    with `models_reply`, and records every request. Serves from its own thread from the start, for sync and async
+    tests alike."""
 
     def __init__(self, models: tuple[str, ...] = ("tiny",)) -> None:
         entries = [{"id": name, "object": "model", "created": 0, "owned_by": "scripted"} for name in models]
@@ -251,11 +290,18 @@ class ScriptedServer:
     def chat_requests(self) -> list[ReceivedRequest]:
         return [request for request in self.requests if request.path == "/v1/chat/completions"]
 
+    @property
+    def completion_requests(self) -> list[ReceivedRequest]:
+        return [request for request in self.requests if request.path == "/v1/completions"]
+
     def next_reply(self, request: ReceivedRequest) -> Reply:
         with self._lock:
             if self.replies:
                 return self.replies.popleft()
-        if isinstance(request.body, dict) and request.body.get("stream"):
+        streamed = isinstance(request.body, dict) and request.body.get("stream")
+        if request.path == "/v1/completions":
+            return stream(completion_chunks(["Hello", " there"])) if streamed else text_completion("Hello there")
+        if streamed:
             return stream(text_chunks(["Hello", " there"], usage=DEFAULT_USAGE))
         return completion("Hello there", usage=DEFAULT_USAGE)
 
@@ -281,6 +327,32 @@ def scripted_server() -> Iterator[ScriptedServer]:
         yield server
 
 
+# Remote models of these servers
+
+Connect = Callable[[ModelCard], Awaitable[RemoteModel]]
+
+
+@pytest.fixture
+def short_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy server retried within a tenth of a second, not seconds."""
+    monkeypatch.setattr(remote, "BUSY_WAITS", (0.05, 0.1, 0.1, 0.1))
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """Makes a RemoteModel of a card and loads it; closes them all after the test."""
+    models: list[RemoteModel] = []
+
+    async def make(card: ModelCard) -> RemoteModel:
+        models.append(RemoteModel(card))
+        await models[-1].load()
+        return models[-1]
+
+    yield make
+    for model in models:
+        await model.close()
+
+
 class _HTTPServer(ThreadingHTTPServer):
     scripted: ScriptedServer
 
@@ -302,7 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         request = self._record()
-        if request.path != "/v1/chat/completions":
+        if request.path not in ("/v1/chat/completions", "/v1/completions"):
             return self._answer(error(404, f"no route {request.path}"))
         self._answer(self.server.scripted.next_reply(request))
 
@@ -319,6 +391,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, reply: Reply) -> None:
         # Every answer closes its connection, so no pooled keep-alive socket outlives the server.
+        if reply.events is None and reply.delay and self._client_left(reply.delay):
+            self.server.scripted.count_disconnect()
+            return
         self.send_response(reply.status)
         if reply.events is None:
             data = json.dumps(reply.body).encode() if reply.body is not None else b""

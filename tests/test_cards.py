@@ -17,7 +17,7 @@ from tui.cards import (
     load_catalog,
     select_models,
 )
-from tui.engine.remote import card_for, params_from_name
+from tui.engine.endpoints import card_for, params_from_name
 
 SHA = "ab" * 32
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from urllib.parse import urlsplit
 
 import pytest
-from servers import MODEL_ALIAS, LlamaServer, ScriptedServer, error, free_port, stream, text_chunks
+from servers import MODEL_ALIAS, Connect, LlamaServer, ScriptedServer, error, free_port, stream, text_chunks
 from waiting import eventually
 
 from tui.cards import ModelCard
 from tui.engine import remote
 from tui.engine.base import ModelLoadError
+from tui.engine.endpoints import RemoteError, card_for, endpoint_cards, list_models, parse_endpoint
 from tui.engine.events import (
     Finished,
     FirstToken,
@@ -26,34 +26,14 @@ from tui.engine.events import (
     TurnEvent,
     TurnRequest,
 )
-from tui.engine.remote import RemoteError, RemoteModel, card_for, endpoint_cards, list_models, parse_endpoint
+from tui.engine.remote import RemoteModel
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, seed=1)
 KEY_ENV = "LADDER_TEST_REMOTE_KEY"
 KEY = "sk-secret-123"
 TURN_TIMEOUT = 20.0  # seconds a whole turn may take before the test fails instead of hanging
 
-Connect = Callable[..., Awaitable[RemoteModel]]
-
-
-@pytest.fixture(autouse=True)
-def short_back_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(remote, "BUSY_WAITS", (0.05, 0.1, 0.1, 0.1))
-
-
-@pytest.fixture
-async def connect() -> AsyncIterator[Connect]:
-    """Makes a RemoteModel of a card and loads it; closes them all after the test."""
-    models: list[RemoteModel] = []
-
-    async def make(card: ModelCard) -> RemoteModel:
-        models.append(RemoteModel(card))
-        await models[-1].load()
-        return models[-1]
-
-    yield make
-    for model in models:
-        await model.close()
+pytestmark = pytest.mark.usefixtures("short_back_off")
 
 
 def card(url: str, model: str = "tiny", api_key_env: str | None = None, stall_timeout: float = 0.0) -> ModelCard:

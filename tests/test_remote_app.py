@@ -22,9 +22,10 @@ from waiting import until, wait_for
 from tui.app import AppConfig, LadderApp
 from tui.cards import ModelCard, load_catalog
 from tui.engine.base import Backend
+from tui.engine.endpoints import endpoint_cards
 from tui.engine.events import SamplingParams
 from tui.engine.local import Engine
-from tui.engine.remote import RemoteModel, endpoint_cards
+from tui.engine.remote import RemoteModel
 from tui.export import to_markdown
 from tui.history import load_record
 

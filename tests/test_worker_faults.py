@@ -22,9 +22,10 @@ from tui import store
 from tui.cards import ModelCard, load_catalog
 from tui.engine import worker as worker_module
 from tui.engine.events import Finished, SamplingParams, TextPiece, TurnRequest
+from tui.engine.fitting import RENDER_LIMIT, RenderStopped
 from tui.engine.local import Engine, LocalModel
 from tui.engine.prompt import PromptFormatError, make_formatter
-from tui.engine.worker import RENDER_LIMIT, RenderStopped, Worker
+from tui.engine.worker import Worker
 
 pytestmark = pytest.mark.model
 
@@ -248,11 +249,11 @@ def long_history(pairs: int) -> list[dict[str, str]]:
 
 
 def test_fit_renders_a_long_history_a_few_times_and_drops_no_more_than_needed(small_worker: Worker) -> None:
-    render = small_worker.formatter
+    render = small_worker.prompts.formatter
     calls: list[int] = []
-    small_worker.formatter = lambda messages: calls.append(len(messages)) or render(messages)
+    small_worker.prompts.formatter = lambda messages: calls.append(len(messages)) or render(messages)
     history = long_history(40)
-    tokens, _, notices = small_worker.fit(history, reserve=16)
+    tokens, _, notices = small_worker.prompts.fit(history, reserve=16)
     assert len(tokens) + 16 <= 256
     dropped = int(re.search(r"left out the (\d+) earliest", notices[0]).group(1))
     assert dropped >= 10  # enough turns dropped that once per turn would be many renders
@@ -262,7 +263,7 @@ def test_fit_renders_a_long_history_a_few_times_and_drops_no_more_than_needed(sm
 
 
 def test_fit_stops_between_renders_once_the_turn_is_cancelled(small_worker: Worker) -> None:
-    render = small_worker.formatter
+    render = small_worker.prompts.formatter
     calls: list[int] = []
 
     def cancelled_while_rendering(messages: list[dict[str, str]]) -> Any:
@@ -270,7 +271,7 @@ def test_fit_stops_between_renders_once_the_turn_is_cancelled(small_worker: Work
         small_worker.cancel.set()  # as the reader thread does when the app's cancel arrives
         return render(messages)
 
-    small_worker.formatter = cancelled_while_rendering
+    small_worker.prompts.formatter = cancelled_while_rendering
     with pytest.raises(RenderStopped) as stopped:
-        small_worker.fit(long_history(40), reserve=16)
+        small_worker.prompts.fit(long_history(40), reserve=16)
     assert stopped.value.cancelled and len(calls) == 1

@@ -84,8 +84,8 @@ class LadderApp(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        if isinstance(screen, ChatScreen):
-            yield from screen.palette_commands()
+        if commands := getattr(screen, "palette_commands", None):  # a screen's own keys: the chat's, the Lab's
+            yield from commands()
 
     def may_leave(self, again: str) -> bool:
         """Whether the current session may be left (a new one, another one, quitting): yes

@@ -139,8 +139,49 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios_commands.add_parser("list", help="every scenario: id, title, items, check")
     show = scenarios_commands.add_parser("show", help="a scenario's description, prompts and items")
     show.add_argument("id", metavar="ID")
+    _lab_parser(commands)
     _sessions_parser(commands)
     return parser
+
+
+def _lab_parser(commands: Any) -> None:
+    lab = commands.add_parser("lab", help="score the models on scenario items; chart accuracy against size")
+    lab.add_argument(
+        "tasks",
+        nargs="*",
+        metavar="TASK",
+        help="scenarios with items and a check (default: emoji-movie emoji-movie-choices arithmetic unscramble ipa)",
+    )
+    run = lab.add_argument_group("the run")
+    run.add_argument("--items", type=int, metavar="N", help="items per task, each in every variant (default: 20)")
+    run.add_argument("--seed", type=int, metavar="S", help="the seed of generated items, e.g. arithmetic (default: 0)")
+    run.add_argument(
+        "--form",
+        choices=("chat", "few-shot"),
+        help="how every model is asked (default: chat for instruct models, few-shot for base models)",
+    )
+    run.add_argument("--out", type=Path, metavar="FILE", help="the results file (default: <sessions dir>/lab/...)")
+    run.add_argument("--resume", type=Path, metavar="FILE", help="finish a stopped run: its tasks, items and models")
+    run.add_argument("--report", type=Path, metavar="FILE", help="print a saved run's report; loads no model")
+    run.add_argument("--sessions-dir", metavar="DIR", help="the sessions folder, home of lab/ (default results)")
+    report = lab.add_argument_group("the report")
+    report.add_argument("--svg", type=Path, metavar="FILE", help="also write the charts as an SVG picture")
+    report.add_argument("--markdown", type=Path, metavar="FILE", help="also write a Markdown table per task")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    models = lab.add_argument_group("models")
+    models.add_argument("--lineup", help="a named lineup (default: offline); see `ladder models list`")
+    models.add_argument(
+        "--model", action="append", default=[], metavar="ID|PATH", help="a model card id or a GGUF file; repeatable"
+    )
+    _endpoint_options(models, "add every model an OpenAI-compatible server serves (or just MODEL); repeatable")
+    models.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload to the GPU (overrides cards)")
+    models.add_argument("--ctx", type=int, metavar="TOKENS", help="context length (overrides the cards)")
+    models.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=DEFAULT_POLICY,
+        help="how models share the CPU cores (default: %(default)s)",
+    )
 
 
 def _sessions_parser(commands: Any) -> None:
@@ -208,6 +249,10 @@ def run_command(args: argparse.Namespace) -> int:
         from tui.commands import sessions
 
         return sessions.run(args)
+    if args.command == "lab":
+        from tui.commands import lab
+
+        return lab.run(args)
     from tui.commands import bench
 
     return bench.run(args)

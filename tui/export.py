@@ -176,47 +176,51 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in _contained(text).split("\n"))
 
 
-def _inline(text: Any) -> str:
+def markdown_inline(text: Any) -> str:
     """One line of plain text inside Markdown markup (a heading, a table cell, the stats)."""
     return re.sub(r"([\\`*_\[\]<>|#~])", r"\\\1", " ".join(safe_text(str(text)).split()))
 
 
 def to_markdown(record: SessionRecord) -> str:
     out = [
-        f"# {_inline(_title(record))}",
+        f"# {markdown_inline(_title(record))}",
         "",
         "| Model | Family | Parameters | Quantisation | File size | sha256 or server |",
         "|---|---|---|---|---|---|",
-        *("| " + " | ".join(map(_inline, row)) + " |" for row in _rows(record)),
+        *("| " + " | ".join(map(markdown_inline, row)) + " |" for row in _rows(record)),
     ]
     system = record.settings.get("system")
     out += ["", "**System prompt:**", "", _quote(str(system)) if system else "(none)"]
-    out += [line for label, text in _facts(record) for line in ("", f"**{_inline(label)}:** {_inline(text)}")]
+    out += [
+        line
+        for label, text in _facts(record)
+        for line in ("", f"**{markdown_inline(label)}:** {markdown_inline(text)}")
+    ]
     if record.problems:
         out += ["", "**Problems reading this transcript** (what follows is what could be read):", ""]
-        out += [f"- {_inline(problem)}" for problem in record.problems]
+        out += [f"- {markdown_inline(problem)}" for problem in record.problems]
     for turn in record.turns:
         out += ["", f"## Turn {turn.number}", "", _quote(turn.text)]
         if expected := _expected(turn.item):
-            out += ["", f"**Expected:** {_inline(expected)}"]
-        out += [line for note in turn.notes for line in ("", f"📝 {_inline(note)}")]
+            out += ["", f"**Expected:** {markdown_inline(expected)}"]
+        out += [line for note in turn.notes for line in ("", f"📝 {markdown_inline(note)}")]
         for card in _lineup(record):
             if (reply := turn.replies.get(str(card.get("id")))) is None:
                 continue
             verdict = [check[1]] if (check := _check(reply)) else []
             out += [
                 "",
-                f"### {_inline(_name(card))} ({_params(card)})",
+                f"### {markdown_inline(_name(card))} ({_params(card)})",
                 "",
                 _contained(reply.text) if reply.text.strip() else "*(no text)*",
                 "",
-                f"*{_inline(' · '.join(_stats(reply) + verdict + (['★ best'] if reply.best else [])))}*",
+                f"*{markdown_inline(' · '.join(_stats(reply) + verdict + (['★ best'] if reply.best else [])))}*",
             ]
-            out += [line for note in reply.notes for line in ("", f"📝 {_inline(note)}")]
+            out += [line for note in reply.notes for line in ("", f"📝 {markdown_inline(note)}")]
     if scores := record.scores():
         out += ["", "## Scores", "", "| Model | Passed | Checked |", "|---|---|---|"]
         out += [
-            f"| {_inline(_name(card))} | {scores[card['id']].passed} | {scores[card['id']].checked} |"
+            f"| {markdown_inline(_name(card))} | {scores[card['id']].passed} | {scores[card['id']].checked} |"
             for card in _lineup(record)
             if card.get("id") in scores
         ]

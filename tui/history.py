@@ -84,7 +84,7 @@ class SessionRecord:
     transcript: Transcript
     models: list[dict[str, Any]]  # cards as saved, smallest first, including models added later
     turns: list[Turn]
-    settings: dict[str, Any]  # the latest params, model_params and system prompt
+    settings: dict[str, Any]  # the latest params, model_params, system prompt and few-shot setting
 
     @property
     def id(self) -> str:
@@ -141,7 +141,7 @@ def _list(value: Any) -> list[Any]:
 def build_record(transcript: Transcript) -> SessionRecord:
     header = transcript.header
     models = [card for card in _list(header.get("models")) if isinstance(card, dict)]
-    settings = {key: header.get(key) for key in ("params", "model_params", "system")}
+    settings = {key: header.get(key) for key in ("params", "model_params", "system", "few_shot")}
     turns: dict[int, Turn] = {}
     wrong = 0  # events whose fields have the wrong type, left out
     for event in transcript.events:

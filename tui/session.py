@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from tui.checks import CheckResult, Item, Score, run_check
 from tui.engine.base import Backend, ModelLoadError
 from tui.engine.events import Finished, Message, SamplingParams, TurnEvent, TurnRequest
 from tui.history import SessionRecord, saved_params
+from tui.lab.tasks import FEW_SHOT_STOP, chat_few_shot
 from tui.scenario import Scenario
 from tui.store import Progress
 from tui.transcript import TranscriptError, TranscriptWriter
@@ -62,6 +63,9 @@ class Conversation:
         return ""
 
 
+FEW_SHOT_NOTICE = "a base model: asked few-shot, as the lab asks it (Settings turns this off)"
+
+
 def _llama_cpp_version() -> str:
     try:
         return metadata.version("llama-cpp-python")
@@ -81,12 +85,16 @@ class Session:
         lineup: str | None = None,
         scenario: Scenario | None = None,
         engine_info: dict[str, Any] | None = None,
+        few_shot: bool = True,
     ) -> None:
         self.models = sorted(models, key=lambda model: model.card.order)
         self.params = params or SamplingParams()
         self.model_params = model_params or {}
         self.conversation = Conversation(system=system, opening=scenario.opening if scenario else ())
         self.lineup, self.scenario = lineup, scenario
+        # Base models (cards with instruct: false) echo a question asked in chat form: a scenario's
+        # items are put to them as the lab does, few-shot, unless the setting is turned off.
+        self.few_shot = few_shot
         self.items: dict[int, Item] = {}  # the scenario item each turn asked, by turn
         self.items_asked = 0
         self.scores: dict[str, Score] = {}
@@ -113,6 +121,7 @@ class Session:
             "system": self.conversation.system,
             "scenario": self.scenario.header() if self.scenario else None,
             "engine": self.engine_info,
+            "few_shot": self.few_shot,
             **({"replay_of": self.replay_of} if self.replay_of else {}),
         }
 
@@ -183,6 +192,15 @@ class Session:
         else:
             messages = self.conversation.messages_for(model.card.id, largest_first, upto=turn)
         request = TurnRequest(messages, params)
+        if (
+            self.few_shot
+            and not model.card.instruct
+            and turn in self.items
+            and self.scenario
+            and self.scenario.fresh_context
+        ):
+            few_shot = chat_few_shot(self.scenario, self.items[turn])
+            request = TurnRequest([], params, completion=few_shot, stop=FEW_SHOT_STOP)
         async for event in model.turn(request):
             if not isinstance(event, Finished):
                 yield event
@@ -190,8 +208,10 @@ class Session:
             if epoch != self.epoch:
                 yield event
                 return
+            if request.completion is not None:
+                event = replace(event, text=event.text.strip(), notices=[*event.notices, FEW_SHOT_NOTICE])
             check = self._check(turn, event)
-            self._record(turn, model, event, params, check)
+            self._record(turn, model, event, params, check, form="few-shot" if request.completion else "chat")
             yield event
             if check is not None:
                 score = self.scores.setdefault(model.card.id, Score())
@@ -230,7 +250,13 @@ class Session:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _record(
-        self, turn: int, model: Backend, event: Finished, params: SamplingParams, check: CheckResult | None
+        self,
+        turn: int,
+        model: Backend,
+        event: Finished,
+        params: SamplingParams,
+        check: CheckResult | None,
+        form: str = "chat",
     ) -> None:
         self.conversation.replies.setdefault(model.card.id, {})[turn] = event.text
         self.save(
@@ -253,6 +279,7 @@ class Session:
                 **({"remote": event.remote} if event.remote else {}),
                 **({"schedule": event.schedule} if event.schedule else {}),
                 **({"check": check.record()} if check else {}),
+                **({"form": form} if form != "chat" else {}),
             }
         )
 
@@ -262,14 +289,17 @@ class Session:
         params: SamplingParams | None = None,
         model_params: dict[str, dict[str, Any]] | None = None,
         system: str | None = None,
+        few_shot: bool | None = None,
     ) -> None:
-        """New sampling parameters or system prompt, used from the next turn on."""
+        """New sampling parameters, system prompt or few-shot setting, used from the next turn on."""
         if params is not None:
             self.params = params
         if model_params is not None:
             self.model_params = model_params
         if system is not None:
             self.conversation.system = system
+        if few_shot is not None:
+            self.few_shot = few_shot
         if self.transcript.started:  # before the first turn the header records them
             self.save(
                 {
@@ -277,6 +307,7 @@ class Session:
                     "params": self.params.as_dict(),
                     "model_params": self.model_params,
                     "system": self.conversation.system,
+                    "few_shot": self.few_shot,
                 }
             )
 
@@ -356,6 +387,7 @@ def resume(
         lineup=record.header.get("lineup"),
         scenario=scenario,
         engine_info=engine_info,
+        few_shot=settings.get("few_shot") is not False,  # sessions saved before the setting: on
     )
     for turn in record.turns:
         session.conversation.user_turns.append(turn.text)

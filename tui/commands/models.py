@@ -59,7 +59,7 @@ def list_models(catalog: Catalog) -> str:
 
 def list_served(spec: str, api_key_env: str | None) -> str:
     """What one server serves, as `ladder models list --endpoint URL` shows it."""
-    from tui.engine.remote import RemoteError, endpoint_cards
+    from tui.engine.endpoints import RemoteError, endpoint_cards
 
     try:
         cards = endpoint_cards(spec, api_key_env)

@@ -1,4 +1,4 @@
-"""The options that `chat` and `ask` share, checked: the models, the scenario, the conversation
+"""The options that `chat`, `ask` and `lab` share, checked: the models, the scenario, the conversation
 settings, the sessions folder and the engine; and the error every command raises for bad input."""
 
 from __future__ import annotations
@@ -67,6 +67,12 @@ def model_params(args: argparse.Namespace, cards: list[ModelCard]) -> dict[str, 
 def chosen_cards(args: argparse.Namespace, catalog: Catalog) -> list[ModelCard]:
     """The cards of `--lineup` and `--model`, with `--gpu-layers` and `--ctx` applied."""
     cards = select_models(catalog, args.lineup, args.model)
+    changes = card_changes(args)
+    return [replace(card, **changes) for card in cards]
+
+
+def card_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """What `--gpu-layers` and `--ctx` change in every card, checked."""
     changes: dict[str, Any] = {}
     if args.gpu_layers is not None:
         if args.gpu_layers < -1:
@@ -76,12 +82,12 @@ def chosen_cards(args: argparse.Namespace, catalog: Catalog) -> list[ModelCard]:
         if args.ctx < 256:
             raise UsageError("--ctx must be at least 256 tokens")
         changes["context"] = args.ctx
-    return [replace(card, **changes) for card in cards]
+    return changes
 
 
 def endpoint_cards(args: argparse.Namespace) -> list[ModelCard]:
     """The cards of `--endpoint URL[#MODEL]`: every model each server serves, or the one named."""
-    from tui.engine.remote import RemoteError, endpoint_cards
+    from tui.engine.endpoints import RemoteError, endpoint_cards
 
     if args.stall_timeout <= 0:
         raise UsageError("--stall-timeout must be a positive number of seconds")
@@ -122,10 +128,33 @@ class SessionOptions:
         return {"schedule": self.engine.schedule, "cores": self.engine.cores}
 
     def backend(self, card: ModelCard) -> Backend:
-        """What runs a card: a server for a remote model, a local worker otherwise."""
-        from tui.engine.remote import RemoteModel
+        return backend_for(card, self.engine)
 
-        return RemoteModel(card) if card.endpoint else self.engine.model(card)
+
+def backend_for(card: ModelCard, engine: Engine) -> Backend:
+    """What runs a card: a server for a remote model, a local worker of `engine` otherwise."""
+    from tui.engine.remote import RemoteModel
+
+    return RemoteModel(card) if card.endpoint else engine.model(card)
+
+
+def lineup_cards(args: argparse.Namespace, catalog: Catalog) -> list[ModelCard]:
+    """The cards of `--lineup`, `--model` and `--endpoint`, smallest first."""
+    cards = chosen_cards(args, catalog)
+    for card in endpoint_cards(args):
+        catalog.cards[card.id] = card  # so the app's model list offers it again once removed
+        cards = [*[known for known in cards if known.id != card.id], card]
+    return sorted(cards, key=lambda card: card.order)
+
+
+def checked_sessions_dir(override: str | None) -> Path:
+    """The sessions folder (`--sessions-dir`, else the default), made sure to take files."""
+    sessions_dir = paths.sessions_dir(override)
+    try:  # before any model loads: a session that cannot be saved would be lost
+        paths.check_sessions_folder(sessions_dir)
+    except paths.FolderError as error:
+        raise UsageError(f"{error}; choose another with --sessions-dir") from None
+    return sessions_dir
 
 
 def session_options(args: argparse.Namespace) -> SessionOptions:
@@ -134,11 +163,7 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
 
     check_utf8(args.system, "--system")
     catalog = load_catalog()
-    cards = chosen_cards(args, catalog)
-    for card in endpoint_cards(args):
-        catalog.cards[card.id] = card  # so the app's model list offers it again once removed
-        cards = [*[known for known in cards if known.id != card.id], card]
-    cards.sort(key=lambda card: card.order)
+    cards = lineup_cards(args, catalog)
     scenarios, scenario_problems = load_scenarios()
     if args.scenario and args.scenario not in scenarios:
         raise UsageError(
@@ -147,11 +172,7 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
     scenario = scenarios.get(args.scenario) if args.scenario else None
     params = sampling_params(args, SamplingParams().with_changes(scenario.params) if scenario else None)
     per_model = model_params(args, cards)
-    sessions_dir = paths.sessions_dir(args.sessions_dir)
-    try:  # before any model loads: a session that cannot be saved would be lost
-        paths.check_sessions_folder(sessions_dir)
-    except paths.FolderError as error:
-        raise UsageError(f"{error}; choose another with --sessions-dir") from None
+    sessions_dir = checked_sessions_dir(args.sessions_dir)
     return SessionOptions(
         catalog=catalog,
         cards=cards,

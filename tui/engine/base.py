@@ -1,4 +1,5 @@
-"""The one interface every backend offers: load, stream a turn, cancel, reset, close.
+"""The one interface every backend offers: load, stream a turn, score continuations, cancel,
+reset, close.
 
 Local llama.cpp workers (`local.py`) and OpenAI-compatible servers (`remote.py`) implement it;
 `stream_turn` is the part of a turn they share.
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Literal, Protocol
 
 from tui.cards import ModelCard
-from tui.engine.events import Finished, TurnEvent, TurnRequest
+from tui.engine.events import Finished, Scores, TurnEvent, TurnRequest
 from tui.store import Progress
 
 State = Literal["waiting", "fetching", "loading", "ready", "busy", "error", "closed"]
@@ -33,6 +34,11 @@ class Backend(Protocol):
 
     def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
         """Stream one reply; the last event is always Finished, also on cancel or failure."""
+
+    async def score(self, request: TurnRequest, continuations: list[str]) -> Scores:
+        """Log-probabilities of each continuation's tokens after the request's prompt, fitted as a
+        turn fits it (of its `params` only `max_tokens` counts: the room kept for a reply); never
+        raises: a failure or a backend that cannot score says so in the status. `cancel` stops it."""
 
     async def cancel(self) -> None:
         """Stop the turn in flight, if any; its stream ends with a cancelled Finished."""

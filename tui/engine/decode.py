@@ -107,20 +107,26 @@ class TokenLoop:
     def keep_prefix(self, tokens: list[int]) -> int:
         """Forget what the cache holds beyond the start `tokens` share with it (at least the last
         token of `tokens` is evaluated again, for its logits); returns how many are kept."""
-        import llama_cpp
-
         keep = 0
         for held, wanted in zip(self.kv, tokens[:-1], strict=False):
             if held != wanted:
                 break
             keep += 1
-        if keep < len(self.kv):
-            if not llama_cpp.llama_memory_seq_rm(self.memory, 0, keep, -1):
-                # llama.cpp could not remove them (a cache kind that cannot): start afresh.
-                self.reset()
-                return 0
-            del self.kv[keep:]
+        if not self._forget_from(keep):
+            # llama.cpp could not remove them (a cache kind that cannot): start afresh.
+            self.reset()
+            return 0
         return keep
+
+    def _forget_from(self, position: int) -> bool:
+        """Drop what the cache holds from `position` on; False if llama.cpp could not."""
+        import llama_cpp
+
+        if position < len(self.kv):
+            if not llama_cpp.llama_memory_seq_rm(self.memory, 0, position, -1):
+                return False
+            del self.kv[position:]
+        return True
 
     def evaluate(self, tokens: list[int]) -> None:
         """Decode tokens after those the cache holds, `n_batch` at a time; the logits of the last
@@ -138,6 +144,61 @@ class TokenLoop:
         self._one[0] = token
         self._decode(self._one_batch)
         self.kv.append(token)
+
+    def score(self, prompt: list[int], continuations: list[list[int]]) -> list[list[float]]:
+        """Teacher forcing: the log-probability of each token of each continuation after `prompt`.
+
+        The prompt must be what the cache holds, just evaluated: the logits of its last token give
+        every continuation's first token. The rest of a continuation is decoded in one batch with
+        logits at every position (each gives the next token's), then dropped again, so the cache
+        holds the prompt for the next continuation and afterwards. A single-token continuation
+        costs no decode at all."""
+        if self.kv != prompt:
+            raise ValueError("score needs the prompt evaluated first, and nothing after it")
+        logits, log_total = self._log_softmax(-1)
+        scores = [[float(logits[continuation[0]]) - log_total] for continuation in continuations]
+        for continuation, logprobs in zip(continuations, scores, strict=True):
+            inputs, targets = continuation[:-1], continuation[1:]
+            for start in range(0, len(inputs), self.n_batch):
+                chunk = inputs[start : start + self.n_batch]
+                self._decode_with_logits(chunk)
+                for index, token in enumerate(targets[start : start + len(chunk)]):
+                    logits, log_total = self._log_softmax(index)
+                    logprobs.append(float(logits[token]) - log_total)
+            if not self._forget_from(len(prompt)):
+                self.reset()
+                raise DecodeError("llama.cpp could not drop a scored continuation from the cache")
+        return scores
+
+    def _decode_with_logits(self, tokens: list[int]) -> None:
+        """Decode tokens after those the cache holds, in one batch, keeping the logits of every
+        position (llama_batch_get_one keeps only the last's)."""
+        import llama_cpp
+
+        batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+        try:
+            for index, token in enumerate(tokens):
+                batch.token[index] = token
+                batch.pos[index] = len(self.kv) + index
+                batch.n_seq_id[index] = 1
+                batch.seq_id[index][0] = 0
+                batch.logits[index] = 1
+            batch.n_tokens = len(tokens)
+            self._decode(batch)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        self.kv += tokens
+
+    def _log_softmax(self, index: int) -> tuple[Any, float]:
+        """The logits of the batch position `index` of the last decode (read in place: valid until
+        the next decode), and the log of their softmax's denominator: a token's log-probability is
+        its logit minus that."""
+        import llama_cpp
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+        top = float(logits.max())
+        return logits, top + math.log(float(np.exp(logits - top, dtype=np.float64).sum()))
 
     def _decode(self, batch: Any) -> None:
         import llama_cpp
@@ -168,15 +229,12 @@ class TokenLoop:
         """The chosen token's log-probability and the `k` likeliest tokens with theirs, from the
         logits of the last token decoded (read in place). Off the hot path: only called when asked,
         and before the next `step`."""
-        import llama_cpp
         import numpy as np
 
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
-        shifted = logits - logits.max()
-        log_total = math.log(float(np.exp(shifted).sum()))
-        best = np.argpartition(-shifted, k)[:k]
-        best = best[np.argsort(-shifted[best])]
-        return float(shifted[chosen]) - log_total, [(int(t), float(shifted[t]) - log_total) for t in best]
+        logits, log_total = self._log_softmax(-1)
+        best = np.argpartition(-logits, k)[:k]
+        best = best[np.argsort(-logits[best])]
+        return float(logits[chosen]) - log_total, [(int(t), float(logits[t]) - log_total) for t in best]
 
     def reset(self) -> None:
         import llama_cpp

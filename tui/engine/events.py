@@ -58,6 +58,27 @@ def _checked(name: str, value: Any) -> Any:
 class TurnRequest:
     messages: list[Message]
     params: SamplingParams  # seed already chosen
+    # The completion form: text the model continues as it is, with no chat template (how a base
+    # model is asked, few-shot, BIG-bench style). When given, `messages` are not used.
+    completion: str | None = None
+    stop: tuple[str, ...] = ()  # stop strings besides the model's own and its chat format's
+
+
+ScoreStatus = Literal["done", "cancelled", "error", "unavailable"]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The log-probability of each token of given continuations after one prompt, computed by
+    teacher forcing (the prompt evaluated once, its KV cache reused for every continuation).
+    "unavailable": the backend cannot score (a server whose API returns no prompt log-probs)."""
+
+    status: ScoreStatus
+    logprobs: list[list[float]] = field(default_factory=list)  # per continuation, one per token
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt, reused from the KV cache
+    elapsed_s: float = 0.0
+    error: str | None = None  # why it failed, or why it is unavailable
 
 
 # --- events streamed back during a turn --------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 from multiprocessing import resource_tracker
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tui import paths, store
 from tui.cards import ModelCard
@@ -23,6 +23,7 @@ from tui.engine.events import (
     FirstToken,
     Notice,
     PromptReady,
+    Scores,
     StepTimes,
     TextPiece,
     TurnEvent,
@@ -30,9 +31,9 @@ from tui.engine.events import (
 )
 from tui.engine.schedule import AUTO, DEFAULT_POLICY, MAX_WORKERS, POLICIES, SCHEDULES, Lanes, Plan, available_cores
 
-# The turn events a worker sends, by the class name it sends with each (see `Worker.send`).
+# The turn events (and a score's answer) a worker sends, by the class name it sends with each (see `Worker.send`).
 TURN_EVENT_CLASSES: dict[str, type] = {
-    cls.__name__: cls for cls in (PromptReady, Notice, FirstToken, TextPiece, Finished)
+    cls.__name__: cls for cls in (PromptReady, Notice, FirstToken, TextPiece, Finished, Scores)
 }
 
 
@@ -171,7 +172,7 @@ class LocalModel:
         self._events: Any = None
         self._slot: int | None = None
         self._ready: asyncio.Future[None] | None = None
-        self._queue: asyncio.Queue[TurnEvent] | None = None
+        self._queue: asyncio.Queue[TurnEvent | Scores] | None = None  # the turn's or score's in flight
         self._turn_id = 0
         self._partial: list[str] = []  # the reply in flight so far, and the tokens it holds
         self._partial_tokens = 0
@@ -274,8 +275,10 @@ class LocalModel:
             if self.turn_choice is not None:
                 self.engine.learn(self.card, event, self.turn_choice)
                 event = replace(event, schedule=self.turn_choice.policy.name)
-            if self.state == "busy":
-                self.state = "ready"
+        if isinstance(event, Scores):
+            self.n_past = event.prompt_tokens  # the cache holds the prompt, not the continuations
+        if isinstance(event, Finished | Scores) and self.state == "busy":
+            self.state = "ready"
         if self._queue is not None:
             self._queue.put_nowait(event)
 
@@ -307,25 +310,46 @@ class LocalModel:
     # --- the Backend interface -----------------------------------------------------------------
 
     def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
-        return stream_turn(self, lambda: self._start(request))
+        # A turn's queue gets turn events only (a Scores answers a score).
+        return stream_turn(self, lambda: cast("asyncio.Queue[TurnEvent]", self._start("turn", request)))
 
-    def _start(self, request: TurnRequest) -> asyncio.Queue[TurnEvent]:
-        """Send the turn to the worker; its events arrive on the queue returned."""
+    async def score(self, request: TurnRequest, continuations: list[str]) -> Scores:
+        if self.state != "ready":
+            why = self.error if self.state == "error" else f"it is {self.state}"
+            return Scores("error", error=f"{self.card.name} cannot score: {why}")
+        queue = self._start("score", request, continuations=list(continuations))
+        answer: TurnEvent | Scores | None = None
+        try:
+            answer = await queue.get()
+        finally:
+            if answer is None:  # the caller was cancelled: so is the score
+                await self.cancel()
+        if isinstance(answer, Scores):
+            return answer
+        # The worker exited meanwhile: `_on_exit` ended the call with a Finished saying why.
+        return Scores("error", error=answer.error if isinstance(answer, Finished) else None)
+
+    def _start(self, op: str, request: TurnRequest, **extra: Any) -> asyncio.Queue[TurnEvent | Scores]:
+        """Send a turn or a score to the worker; its events arrive on the queue returned."""
         self._turn_id += 1
         self._partial, self._partial_tokens = [], 0
         self._queue = asyncio.Queue()
         plan = self.engine.plan()  # while this model is not busy yet: the first of a turn chooses for all
         self.turn_choice = self.engine.choice
         self.state = "busy"
-        self._commands.send(
-            {
-                "op": "turn",
-                "id": self._turn_id,
-                "messages": request.messages,
-                "params": request.params.as_dict(),
-                "plan": asdict(plan),
-            }
-        )
+        message = {
+            "op": op,
+            "id": self._turn_id,
+            "messages": request.messages,
+            "completion": request.completion,
+            "stop": list(request.stop),
+            "params": request.params.as_dict(),
+            "plan": asdict(plan),
+            **extra,
+        }
+        # A worker that died just now cannot read it; its exit, seen soon, ends the call instead.
+        with contextlib.suppress(OSError):
+            self._commands.send(message)
         return self._queue
 
     async def cancel(self) -> None:

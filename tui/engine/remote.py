@@ -1,5 +1,7 @@
 """Remote models: any OpenAI-compatible server (llama-server, vLLM, Ollama, LM Studio,
-llama-cpp-python's own) as a pane, its replies streamed over HTTP by the `openai` client.
+llama-cpp-python's own) as a pane, its replies streamed over HTTP by the `openai` client:
+chat requests from `/v1/chat/completions`, completion-form requests (raw text, no chat template)
+from `/v1/completions`, which also scores continuations where the server echoes prompt log-probs.
 
 The work happens on the server, so a remote model takes no CPU lane here: it is a coroutine
 on the app's event loop, reading server-sent events. A key is read from the environment
@@ -9,33 +11,33 @@ variable the card names, handed to the client, and scrubbed from every message w
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import os
-import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from tui.cards import REMOTE_CONTEXT, CardError, Endpoint, ModelCard, Source, check_url
+from tui.cards import Endpoint, ModelCard
 from tui.engine.base import ModelLoadError, State, stream_turn
+from tui.engine.endpoints import RemoteError, api_key, describe_failure, make_client, server_message
 from tui.engine.events import (
     FirstToken,
     Notice,
     PromptReady,
     SamplingParams,
+    Scores,
     Status,
     TextPiece,
     TurnEvent,
     TurnRequest,
 )
+from tui.engine.remote_score import CHAT_NOT_SCORED, EchoScorer
 from tui.engine.reply import ReplyCounter, StreamedText
 from tui.store import Progress
 
 if TYPE_CHECKING:  # the client is imported when a remote model is first used (it takes 0.5 s)
     from openai import AsyncOpenAI
 
-CONNECT_TIMEOUT = 10.0  # seconds to open a connection
 BUSY_WAITS = (1.0, 2.0, 4.0, 8.0)  # back-off before each retry of a 429 or 503, unless the server says
 MAX_BUSY_WAIT = 30.0  # the longest Retry-After we honour
 LOAD_PATIENCE = 120.0  # seconds a server may answer 503 while it loads its model (llama-server does)
@@ -43,182 +45,6 @@ LOAD_PATIENCE = 120.0  # seconds a server may answer 503 while it loads its mode
 # vLLM read (vLLM calls the penalty repetition_penalty); an OpenAI-style server may refuse extras.
 OPENAI_PARAMS = ("temperature", "top_p", "max_tokens", "seed")
 EXTRA_PARAMS = {"top_k": ("top_k",), "min_p": ("min_p",), "repeat_penalty": ("repeat_penalty", "repetition_penalty")}
-
-
-class RemoteError(Exception):
-    """A server could not be used; the message says why and what to do."""
-
-
-# --- endpoints and the models they serve ---------------------------------------------------------
-
-
-def parse_endpoint(spec: str) -> tuple[str, str | None]:
-    """`URL` or `URL#MODEL` (as given to --endpoint): the base URL and the model, if named."""
-    url, _, model = spec.partition("#")
-    try:
-        check_url(url, "--endpoint")
-    except CardError as error:
-        raise RemoteError(str(error)) from None
-    return url.rstrip("/"), model or None
-
-
-def api_key(endpoint: Endpoint) -> str:
-    if endpoint.api_key_env is None:
-        return "none"  # the client needs some key; a server without keys ignores it
-    key = os.environ.get(endpoint.api_key_env, "")
-    if not key:
-        raise RemoteError(
-            f"the environment variable {endpoint.api_key_env} is not set: set it to the API key of {endpoint.host}"
-        )
-    return key
-
-
-def make_client(endpoint: Endpoint) -> AsyncOpenAI:
-    import httpx2
-    import openai
-
-    timeout = httpx2.Timeout(endpoint.stall_timeout, connect=CONNECT_TIMEOUT)
-    # Retries are ours (see RemoteModel._open): each one is shown in the pane.
-    return openai.AsyncOpenAI(base_url=endpoint.url, api_key=api_key(endpoint), max_retries=0, timeout=timeout)
-
-
-async def list_models(url: str, api_key_env: str | None = None) -> list[dict[str, Any]]:
-    """The entries of the server's `/v1/models`, as it gives them."""
-    endpoint = Endpoint(url, "", api_key_env)
-    client = make_client(endpoint)
-    try:
-        page = await client.models.list()
-        return [entry.model_dump(exclude_none=True) for entry in page.data]
-    except Exception as error:
-        raise RemoteError(describe_failure(error, endpoint)) from None
-    finally:
-        await client.close()
-
-
-def card_for(url: str, entry: dict[str, Any], api_key_env: str | None = None) -> ModelCard:
-    """A card for one model a server lists: its size and context where the server says (llama-server's
-    `meta`, vLLM's `max_model_len`), else guessed from its name, else unknown."""
-    endpoint = Endpoint(url, str(entry["id"]), api_key_env)
-    name = re.sub(r"\.gguf$", "", endpoint.model.rstrip("/").rsplit("/", 1)[-1], flags=re.IGNORECASE)
-    meta: dict[str, Any] = entry["meta"] if isinstance(entry.get("meta"), dict) else {}
-    params = _number(meta.get("n_params")) or params_from_name(name)
-    quant = re.search(r"(?i)(?<![a-z0-9])(i?q\d[a-z0-9_]*|bf16|f16|fp16|f32|fp8|awq|gptq)(?![a-z0-9])", name)
-    slug = re.sub(r"[^a-z0-9._-]+", "-", f"{name}-at-{endpoint.host}".lower()).strip("-._")
-    return ModelCard(
-        id=slug or "remote",
-        name=f"{name} @ {endpoint.host}",
-        family="remote",
-        params=params,
-        quant=quant.group(1) if quant else "?",
-        size=_number(meta.get("size")),
-        sha256=None,
-        context=_number(entry.get("max_model_len")) or REMOTE_CONTEXT,
-        sources=(Source(endpoint=endpoint),),
-        origin=f"--endpoint {url}",
-    )
-
-
-def params_from_name(name: str) -> int | None:
-    """ "Qwen2.5-7B-Instruct" -> 7e9, "SmolLM2-135M" -> 135e6; None without a size in the name."""
-    found = re.search(r"(?i)(?<![a-z0-9.])(\d+(?:\.\d+)?)([mb])(?![a-z])", name)
-    if not found:
-        return None
-    return round(float(found.group(1)) * (1e9 if found.group(2).lower() == "b" else 1e6))
-
-
-def _number(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def endpoint_cards(spec: str, api_key_env: str | None = None) -> list[ModelCard]:
-    """The cards of `--endpoint URL` (every model the server serves) or `URL#MODEL` (that one).
-    Blocks while it asks the server; callable with or without an event loop running (`ladder ask`
-    reads its options inside one), as it asks from a thread of its own."""
-    with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, _endpoint_cards(spec, api_key_env)).result()
-
-
-async def _endpoint_cards(spec: str, api_key_env: str | None) -> list[ModelCard]:
-    url, model = parse_endpoint(spec)
-    if model is not None:
-        return [card_for(url, {"id": model}, api_key_env)]
-    entries = await list_models(url, api_key_env)
-    if not entries:
-        raise RemoteError(f"the server at {url} serves no models; load one there, or name it as {url}#MODEL")
-    return [card_for(url, entry, api_key_env) for entry in entries]
-
-
-# --- failures, in words ---------------------------------------------------------------------------
-
-
-def describe_failure(error: BaseException, endpoint: Endpoint) -> str:
-    """What went wrong talking to the server, and what to do about it."""
-    import httpx2
-    import openai
-
-    host = endpoint.host
-    if isinstance(error, RemoteError):
-        return str(error)
-    if isinstance(error, (openai.APITimeoutError, httpx2.TimeoutException)):
-        return (
-            f"{host} sent nothing for {endpoint.stall_timeout:g} s, so the reply was stopped; if the model is slow "
-            "to start, raise stall_timeout in its card"
-        )
-    if isinstance(error, openai.APIStatusError):
-        message = _server_message(error)
-        status = error.status_code
-        if status in (401, 403):
-            if endpoint.api_key_env:
-                return f"{host} refused the key in {endpoint.api_key_env} ({status}: {message}); set it to a valid key"
-            return (
-                f"{host} wants an API key ({status}: {message}); name the variable that holds it with api_key_env "
-                "in the model's card (or --api-key-env), and set it"
-            )
-        # llama-server's router answers 400 "model 'x' not found" where others answer 404
-        if status == 404 or (status == 400 and "not found" in message.lower()):
-            return (
-                f"{host} has no model '{endpoint.model}' ({status}: {message}); see what it serves with "
-                f"`ladder models list --endpoint {endpoint.url}`"
-            )
-        return f"{host} answered {status}: {message}"
-    if isinstance(error, (openai.APIConnectionError, httpx2.TransportError)):
-        return _connection_failure(error, endpoint)
-    if isinstance(error, ValueError):  # an event that is not JSON, or not the shape of a chunk
-        return f"{host} sent an event that is not an OpenAI chat chunk ({error}); is {endpoint.url} OpenAI-compatible?"
-    return f"talking to {host} failed ({type(error).__name__}: {error})"
-
-
-def _connection_failure(error: BaseException, endpoint: Endpoint) -> str:
-    causes: list[str] = []
-    cause: BaseException | None = error
-    while cause is not None and len(causes) < 6:
-        causes.append(f"{type(cause).__name__} {cause}")
-        cause = cause.__cause__ or cause.__context__
-    text = " ".join(causes).lower()
-    host = endpoint.host
-    if "refused" in text:
-        return f"could not connect to {host}: connection refused; is the server running, and is {endpoint.url} right?"
-    if any(word in text for word in ("name or service", "nodename", "name resolution", "getaddrinfo", "no address")):
-        return f"could not find the host in {endpoint.url} (DNS lookup failed); check the host name"
-    if any(word in text for word in ("ssl", "certificate", "tls")):
-        return (
-            f"the TLS handshake with {host} failed ({causes[-1]}); check the server's certificate, "
-            "or use http:// if it does not speak TLS"
-        )
-    if any(word in text for word in ("peer closed", "incomplete", "remoteprotocol", "server disconnected", "reset")):
-        return f"{host} closed the connection"
-    return f"could not talk to {host} ({causes[-1]}); check that {endpoint.url} is an OpenAI-compatible server"
-
-
-def _server_message(error: Any) -> str:
-    """The server's own words: OpenAI's {"error": {"message"}} (the client has unwrapped "error"),
-    FastAPI's {"detail"}, or a bare string (vLLM's {"error": "Unauthorized"})."""
-    body = error.body
-    if isinstance(body, dict):
-        body = body.get("message") or body.get("detail") or body.get("error")
-    if isinstance(body, str) and body:
-        return body[:300]
-    return str(error.message)[:300]
 
 
 def _retry_wait(error: Any, attempt: int) -> float:
@@ -247,8 +73,9 @@ class RemoteModel:
         self.served: dict[str, Any] = {}  # the server's /v1/models entry for this model
         self._client: AsyncOpenAI | None = None
         self._key = ""
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None  # the turn or scoring in flight
         self._refused_extras = False  # the server refused our extra sampling fields once
+        self._scorer = EchoScorer(self.endpoint.host, self._complete, self._describe)
 
     async def load(self, progress: Progress | None = None) -> None:
         """Check that the server answers and serves this model (no progress: nothing downloads)."""
@@ -258,7 +85,7 @@ class RemoteModel:
             self._client = make_client(self.endpoint)
             self.served = await self._find_model()
         except Exception as error:
-            self._fail(self._scrub(describe_failure(error, self.endpoint)))
+            self._fail(self._describe(error))
             raise ModelLoadError(self.error) from None
         if self.closed():  # closed (the app quit, the model was removed) while the server was asked
             raise ModelLoadError(f"{self.card.name} was closed before it loaded")
@@ -293,7 +120,9 @@ class RemoteModel:
         self.state = "error"
         self.error = message
 
-    def _scrub(self, text: str) -> str:
+    def _describe(self, failure: BaseException) -> str:
+        """What went wrong (see `describe_failure`), the key scrubbed from the server's words."""
+        text = describe_failure(failure, self.endpoint)
         return text.replace(self._key, "***") if self._key else text
 
     def turn(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
@@ -334,7 +163,7 @@ class RemoteModel:
         except asyncio.CancelledError:
             status, reason = "cancelled", "cancelled"
         except Exception as failure:
-            error = self._scrub(describe_failure(failure, self.endpoint))
+            error = self._describe(failure)
             if reply.completion_tokens:
                 error += f" mid-reply, after {reply.completion_tokens} tokens; the partial reply is kept"
         done = reply.finish(status, reason or "error", text.flush(), error)
@@ -343,49 +172,63 @@ class RemoteModel:
         queue.put_nowait(replace(done, remote=record))
 
     async def _open(self, request: TurnRequest, record: dict[str, Any], queue: asyncio.Queue[TurnEvent]) -> Any:
-        """Start the streamed request; retries a busy server (429, 503) with a bounded back-off,
-        each retry shown in the pane, and a server that refuses the extra sampling fields without them."""
+        """Start the streamed request; retries a busy server (see `_busy_retried`), each retry shown in
+        the pane, and a server that refuses the extra sampling fields without them."""
         import openai
 
-        assert self._client is not None
-        params, attempt = request.params, 0
+        def retrying(message: str, attempt: int) -> None:
+            queue.put_nowait(Notice(message))
+            record["retries"] = attempt
+
         while True:
-            sent = {name: getattr(params, name) for name in OPENAI_PARAMS}
-            extras = {} if self._refused_extras else _extra_fields(params)
+            sent = {name: getattr(request.params, name) for name in OPENAI_PARAMS}
+            extras = {} if self._refused_extras else _extra_fields(request.params)
             record["params_sent"] = sent | extras
             # The OpenAI API has no way to say a parameter was used: extras are recorded as unconfirmed.
             record["params_unconfirmed"] = sorted(name for name in EXTRA_PARAMS if not self._refused_extras)
             if self._refused_extras:
                 record["params_refused"] = sorted(EXTRA_PARAMS)
             try:
-                return await self._client.chat.completions.create(
-                    model=self.endpoint.model,
-                    messages=cast(Any, request.messages),
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    temperature=params.temperature,
-                    top_p=params.top_p,
-                    max_tokens=params.max_tokens,
-                    seed=params.seed,
-                    extra_body=extras,
-                )
+                return await self._busy_retried(partial(self._create_stream, request, sent, extras), retrying)
             except openai.BadRequestError as error:
                 if extras and _refuses_extras(error):
                     self._refused_extras = True
                     continue
                 raise
+
+    def _create_stream(self, request: TurnRequest, sent: dict[str, Any], extras: dict[str, Any]) -> Awaitable[Any]:
+        """The streamed request: a chat, or for the completion form the raw text continued."""
+        assert self._client is not None
+        fields: dict[str, Any] = {"model": self.endpoint.model, "stream": True, "extra_body": extras}
+        fields |= sent | {"stream_options": {"include_usage": True}}
+        if request.stop:
+            fields["stop"] = list(request.stop)
+        if request.completion is not None:
+            return self._client.completions.create(prompt=request.completion, **fields)
+        return self._client.chat.completions.create(messages=cast(Any, request.messages), **fields)
+
+    async def _busy_retried(
+        self, call: Callable[[], Awaitable[Any]], retrying: Callable[[str, int], None] | None = None
+    ) -> Any:
+        """`call()`, retried while the server says it is busy (429, 503) with a bounded back-off;
+        `retrying` hears of each retry (its message and number)."""
+        import openai
+
+        attempt = 0
+        while True:
+            try:
+                return await call()
             except openai.APIStatusError as error:
                 if error.status_code not in (429, 503) or attempt >= len(BUSY_WAITS):
                     raise
                 wait = _retry_wait(error, attempt)
                 attempt += 1
-                queue.put_nowait(
-                    Notice(
+                if retrying is not None:
+                    retrying(
                         f"{self.endpoint.host} is busy ({error.status_code}): retrying in {wait:g} s "
-                        f"(retry {attempt} of {len(BUSY_WAITS)})"
+                        f"(retry {attempt} of {len(BUSY_WAITS)})",
+                        attempt,
                     )
-                )
-                record["retries"] = attempt
                 await asyncio.sleep(wait)
 
     async def _read(
@@ -410,7 +253,7 @@ class RemoteModel:
                 self.n_past = reply.prompt_tokens + reply.completion_tokens
                 queue.put_nowait(PromptReady(reply.prompt_tokens, reply.cached_tokens))
             for choice in chunk.choices:
-                piece = choice.delta.content if choice.delta else None
+                piece = _piece(choice)
                 if piece:
                     if reply.first_token is None:
                         reply.first_token = time.perf_counter()
@@ -421,8 +264,34 @@ class RemoteModel:
                 reason = choice.finish_reason or reason
         return reason
 
+    async def score(self, request: TurnRequest, continuations: list[str]) -> Scores:
+        """Each continuation's token log-probs after a completion-form prompt (see `tui.engine.remote_score`)."""
+        if request.completion is None:
+            return Scores("unavailable", error=CHAT_NOT_SCORED)
+        if self.state != "ready":
+            why = self.error if self.state == "error" else f"it is {self.state}"
+            return Scores("error", error=f"{self.card.name} cannot score: {why}")
+        self.state = "busy"
+        task = asyncio.create_task(self._scorer.score(request.completion, continuations))
+        self._task = task  # a task of its own, so that `cancel` can stop it mid-request
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:  # our caller was cancelled: stop the requests too
+            task.cancel()
+            raise
+        finally:
+            if self.state == "busy":
+                self.state = "ready"
+        return task.result()
+
+    def _complete(self, **fields: Any) -> Awaitable[Any]:
+        """One `/v1/completions` request (not streamed) with `fields`, retried while the server is busy."""
+        assert self._client is not None
+        client = self._client
+        return self._busy_retried(lambda: client.completions.create(model=self.endpoint.model, **fields))
+
     async def cancel(self) -> None:
-        """Stop the reply in flight: closing its stream closes the connection, which tells the
+        """Stop the reply or scoring in flight: closing its stream closes the connection, which tells the
         server to stop generating (llama-server and vLLM do)."""
         task = self._task
         if task is not None and not task.done():
@@ -441,13 +310,19 @@ class RemoteModel:
             self._client = None
 
 
+def _piece(choice: Any) -> str | None:
+    """The text a streamed choice adds: a chat chunk's delta, or a completion chunk's text."""
+    delta = getattr(choice, "delta", None)
+    return cast("str | None", delta.content if delta is not None else getattr(choice, "text", None))
+
+
 def _extra_fields(params: SamplingParams) -> dict[str, Any]:
     return {field: getattr(params, name) for name, fields in EXTRA_PARAMS.items() for field in fields}
 
 
 def _refuses_extras(error: Any) -> bool:
     """Whether a 400 is the server refusing fields it does not know (api.openai.com does)."""
-    message = _server_message(error).lower()
+    message = server_message(error).lower()
     return (
         "unrecognized" in message
         or "extra" in message

@@ -1,13 +1,13 @@
 """The worker process: one model, loaded once, serving turns until told to stop.
 
 Runs in its own process so that a crash, an out-of-memory kill or a bad file ends only
-this model. It keeps its KV cache between turns: each turn's prompt is the whole
-history, and only the tokens after the longest prefix already in the cache are
-evaluated. Each decode step (the prompt, then one token at a time) runs while holding a
-lane from the shared `Lanes`, so the machine's cores are never oversubscribed.
+this model. It keeps its KV cache between turns: each turn's prompt is the whole history
+(made by `tui.engine.fitting`), and only the tokens after the longest prefix already in the
+cache are evaluated. Each decode step (the prompt, then one token at a time) runs while
+holding a lane from the shared `Lanes`, so the machine's cores are never oversubscribed.
 
-Messages are plain dicts over two one-way pipes. In: {"op": "turn" | "cancel" |
-"reset" | "stop", ...}. Out: {"ev": "ready" | "failed" | event name, ...}.
+Messages are plain dicts over two one-way pipes. In: {"op": "turn" | "score" | "cancel" |
+"reset" | "stop", ...}. Out: {"ev": "ready" | "failed" | event name | "Scores", ...}.
 """
 
 from __future__ import annotations
@@ -26,24 +26,25 @@ from typing import Any
 
 from tui.cards import ModelCard
 from tui.engine.decode import DecodeError, Sampler, TokenLoop
-from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece, TurnEvent
+from tui.engine.events import (
+    Finished,
+    FirstToken,
+    Notice,
+    PromptReady,
+    SamplingParams,
+    Scores,
+    ScoreStatus,
+    TextPiece,
+    TurnEvent,
+    TurnRequest,
+)
+from tui.engine.fitting import NotPrepared, PromptFitter
 from tui.engine.memory import resident
-from tui.engine.prompt import Formatter, Prompt, PromptFormatError, formatter_for
+from tui.engine.prompt import Prompt, PromptFormatError, formatter_for
 from tui.engine.reply import ReplyCounter, StreamedText
 from tui.engine.schedule import DECODE, Cancelled, Lanes, Plan, prefill_priority
 
 TEXT_INTERVAL = 0.03
-RENDER_LIMIT = 5.0  # seconds a turn's prompt may take to render: a chat template can loop without end
-RENDER_TICK = 0.05  # how often a render in progress looks for a cancel or the time limit
-
-
-class RenderStopped(BaseException):
-    """Stops the rendering of a prompt, raised from a signal handler inside the template's code:
-    a BaseException, so that no `except Exception` in the template engine can swallow it."""
-
-    def __init__(self, cancelled: bool) -> None:
-        super().__init__("cancelled" if cancelled else f"over {RENDER_LIMIT:g} s")
-        self.cancelled = cancelled
 
 
 def serve(
@@ -70,7 +71,7 @@ def serve(
     # blocked, so one that came while the modules were imported is discarded here, not acted on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    # A tick of the render timer (see Worker.interruptible) must never end the process.
+    # A tick of the render timer (see PromptFitter.interruptible) must never end the process.
     signal.signal(signal.SIGALRM, lambda _signal, _frame: None)
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     os.dup2(log.fileno(), 2)  # llama.cpp writes to stderr; keep it off the user's terminal
@@ -141,9 +142,9 @@ class Worker:
         self.card, self.events, self.lanes, self.slot = card, events, lanes, slot
         self.threads = threads
         self.llm = llama_cpp.Llama(model_path, **llama_options(card, threads))
-        self.formatter: Formatter = formatter_for(card, self.llm)
         self.loop = TokenLoop(self.llm)
-        self.cancel = threading.Event()
+        self.cancel = threading.Event()  # the cancel of the request being served (see `run`)
+        self.prompts = PromptFitter(self.llm, formatter_for(card, self.llm), lambda: self.cancel.is_set())
         self.turn_id = 0
         self.outbox: list[str] = []  # text not sent yet, and how many tokens it holds
         self.outbox_tokens = 0
@@ -192,7 +193,7 @@ class Worker:
                     message = commands.recv()
                 except (EOFError, OSError):
                     os._exit(0)  # the app is gone: never outlive it
-                if message["op"] == "turn":
+                if message["op"] in ("turn", "score"):
                     cancels[message["id"]] = threading.Event()
                 elif message["op"] == "cancel":
                     cancels.get(message["id"], threading.Event()).set()
@@ -206,20 +207,35 @@ class Worker:
                 return
             if message["op"] == "reset":
                 self.loop.reset()
-            elif message["op"] == "turn":
+            elif message["op"] in ("turn", "score"):
                 self.turn_id, self.cancel = message["id"], cancels[message["id"]]
-                try:
-                    finished = self.turn(
-                        message["messages"], SamplingParams(**message["params"]), Plan(**message["plan"])
-                    )
-                except Exception as error:  # a fault in one turn fails that reply, not the model
-                    self.loop.reset()
-                    finished = ReplyCounter(time.perf_counter()).finish(
-                        "error", "error", error=f"the turn failed ({type(error).__name__}: {error}); try it again"
-                    )
-                self.emit("", tokens=0, final=True)
-                self.send(finished)
+                request, plan = request_from(message), Plan(**message["plan"])
+                if message["op"] == "turn":
+                    self.serve_turn(request, plan)
+                else:
+                    self.serve_score(request, message["continuations"], plan)
                 del cancels[message["id"]]
+
+    def serve_turn(self, request: TurnRequest, plan: Plan) -> None:
+        """Run a turn, sending its events."""
+        try:
+            finished = self.turn(request, plan)
+        except Exception as error:  # a fault in one turn fails that reply, not the model
+            self.loop.reset()
+            finished = ReplyCounter(time.perf_counter()).finish(
+                "error", "error", error=f"the turn failed ({type(error).__name__}: {error}); try it again"
+            )
+        self.emit("", tokens=0, final=True)
+        self.send(finished)
+
+    def serve_score(self, request: TurnRequest, continuations: list[str], plan: Plan) -> None:
+        """Score continuations, sending the Scores."""
+        try:
+            scores = self.score(request, continuations, plan)
+        except Exception as error:  # a fault in scoring fails that call, not the model
+            self.loop.reset()
+            scores = Scores("error", error=f"scoring failed ({type(error).__name__}: {error}); try it again")
+        self.send(scores)
 
     def emit(self, piece: str, tokens: int = 1, final: bool = False) -> None:
         """Send text in pieces at most every TEXT_INTERVAL seconds: per token, the fastest
@@ -238,79 +254,10 @@ class Worker:
             self.outbox_tokens = 0
             self.sent_at = 0.0
 
-    def send(self, event: TurnEvent) -> None:
+    def send(self, event: TurnEvent | Scores) -> None:
         self.events.send({"ev": type(event).__name__, "id": self.turn_id, **asdict(event)})
 
     # --- one turn -----------------------------------------------------------------------------
-
-    def fit(self, messages: list[dict[str, str]], reserve: int) -> tuple[list[int], list[str], list[str]]:
-        """Tokens of the prompt, its stop strings, and notices; drops the oldest turns if too long.
-
-        How many to drop is found by bisection: a long history is rendered a few times, not
-        once for every turn dropped."""
-        n_ctx = self.llm.n_ctx()
-        system = messages[:1] if messages and messages[0]["role"] == "system" else []
-        turns = messages[len(system) :]
-        rendered: dict[int, tuple[list[int], Prompt]] = {}
-
-        def render(dropped: int) -> tuple[list[int], Prompt]:
-            """The prompt without the `dropped` oldest user turns and this model's replies to them."""
-            if self.cancel.is_set():
-                raise RenderStopped(cancelled=True)
-            if dropped not in rendered:
-                prompt = self.formatter(system + turns[2 * dropped :])
-                tokens = self.llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=True)
-                rendered[dropped] = tokens, prompt
-            return rendered[dropped]
-
-        def fits(dropped: int) -> bool:
-            return len(render(dropped)[0]) + reserve <= n_ctx
-
-        most = max(0, (len(turns) - 1) // 2)  # the last user turn always stays
-        dropped = 0
-        if not fits(0):
-            if not fits(most):
-                raise PromptFormatError(
-                    f"this turn's prompt is {len(render(most)[0])} tokens and {reserve} more are kept for the "
-                    f"reply, but the context is {n_ctx}; shorten the message or the system prompt, or lower max tokens"
-                )
-            too_few, dropped = 0, most  # fits(dropped) holds, fits(too_few) does not
-            while dropped - too_few > 1:
-                middle = (too_few + dropped) // 2
-                if fits(middle):
-                    dropped = middle
-                else:
-                    too_few = middle
-        tokens, prompt = render(dropped)
-        notices = (
-            [
-                f"the conversation no longer fits in {n_ctx} tokens: left out the "
-                f"{dropped} earliest turn(s) for this reply"
-            ]
-            if dropped
-            else []
-        )
-        return tokens, prompt.stop, notices
-
-    @contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """Raise RenderStopped in the code within once the turn is cancelled or RENDER_LIMIT has
-        passed: a chat template is code that may never return, and only a signal handler (run in
-        the main thread, where turns run) can stop it. It raises once: it disarms its timer first."""
-        deadline = time.monotonic() + RENDER_LIMIT
-
-        def check(_signal: int, _frame: object) -> None:
-            if self.cancel.is_set() or time.monotonic() > deadline:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                raise RenderStopped(cancelled=self.cancel.is_set())
-
-        previous = signal.signal(signal.SIGALRM, check)
-        timer = signal.setitimer(signal.ITIMER_REAL, RENDER_TICK, RENDER_TICK)
-        try:
-            yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, *timer)
-            signal.signal(signal.SIGALRM, previous)
 
     def use_threads(self, threads: int) -> None:
         import llama_cpp
@@ -319,35 +266,38 @@ class Worker:
             llama_cpp.llama_set_n_threads(self.llm.ctx, threads, threads)
             self.threads = threads
 
-    def turn(self, messages: list[dict[str, str]], params: SamplingParams, plan: Plan) -> Finished:
+    @contextmanager
+    def lane(self, work: int, threads: int, abortable: bool) -> Iterator[None]:
+        """Hold `threads` cores of the shared lanes (raises Cancelled if cancelled while waiting),
+        with llama.cpp running as many threads. `abortable`: a cancel also stops a decode under
+        way, for prompt work only: llama.cpp asks between graph nodes, a Python call each time."""
         import llama_cpp
 
+        self.lanes.acquire(self.slot, self.cancel, work, cores=threads)
+        try:
+            self.use_threads(threads)
+            if abortable:
+                llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort, None)
+            yield
+        finally:
+            if abortable:
+                llama_cpp.llama_set_abort_callback(self.llm.ctx, self._no_abort, None)
+            self.lanes.release(self.slot)
+
+    def turn(self, request: TurnRequest, plan: Plan) -> Finished:
         start = time.perf_counter()
         reply = ReplyCounter(start)
+        params = request.params
         try:
-            with self.interruptible():
-                tokens, stops, notices = self.fit(messages, min(params.max_tokens, self.llm.n_ctx() // 4))
-        except RenderStopped as stopped:
-            if stopped.cancelled:
-                return reply.finish("cancelled", "cancelled")
-            return reply.finish(
-                "error",
-                "error",
-                error=(
-                    f"the chat template took more than {RENDER_LIMIT:g} s to render this conversation and was "
-                    f"stopped (it may loop without end); {FIX_TEMPLATE}"
-                ),
-            )
-        except PromptFormatError as error:
-            return reply.finish("error", "error", error=str(error))
-        except Exception as error:  # from the template: its own raise_exception (a ValueError), or any fault
-            return reply.finish("error", "error", error=_template_failure(error))
+            tokens, prompt, notices = self.prompts.prepare(request)
+        except NotPrepared as failed:
+            return reply.finish(failed.status, failed.status, error=failed.message)
         reply.notices = notices
         for notice in notices:
             self.send(Notice(notice))
         reply.prompt_tokens, reply.cached_tokens = len(tokens), self.loop.keep_prefix(tokens)
         self.send(PromptReady(reply.prompt_tokens, reply.cached_tokens))
-        text = StreamedText(stops)
+        text = StreamedText([*prompt.stop, *request.stop])
         sampler = Sampler(params, self.loop.n_vocab)
         token = -1
         try:
@@ -360,21 +310,16 @@ class Worker:
                 first = token < 0
                 work = prefill_priority(self.card.params or 0, len(tokens) - reply.cached_tokens) if first else DECODE
                 threads = plan.prompt_threads if first else plan.decode_threads
-                self.lanes.acquire(self.slot, self.cancel, work, cores=threads)
-                began = time.perf_counter()
-                try:
-                    self.use_threads(threads)
-                    if first:
-                        llama_cpp.llama_set_abort_callback(self.llm.ctx, self._abort, None)
-                        self.loop.evaluate(tokens[reply.cached_tokens :])
-                    else:
-                        self.loop.step(token)
-                    token = sampler.sample(self.llm.ctx)
-                finally:
-                    if first:
-                        llama_cpp.llama_set_abort_callback(self.llm.ctx, self._no_abort, None)
-                    self.lanes.release(self.slot)
-                    reply.timed(first, threads, time.perf_counter() - began)
+                with self.lane(work, threads, abortable=first):
+                    began = time.perf_counter()
+                    try:
+                        if first:
+                            self.loop.evaluate(tokens[reply.cached_tokens :])
+                        else:
+                            self.loop.step(token)
+                        token = sampler.sample(self.llm.ctx)
+                    finally:
+                        reply.timed(first, threads, time.perf_counter() - began)
                 if self.loop.is_end(token):
                     return reply.finish("done", "stop", text.flush())
                 if reply.completion_tokens == 0:
@@ -398,11 +343,61 @@ class Worker:
         finally:
             sampler.close()
 
+    # --- scoring ------------------------------------------------------------------------------
 
-FIX_TEMPLATE = "give the card a working chat_template, or a chat_format such as chatml"
+    def score(self, request: TurnRequest, continuations: list[str], plan: Plan) -> Scores:
+        """Each continuation's token log-probabilities after the request's prompt, as `turn` makes
+        it: the prompt's uncached part evaluated once, as a turn's prompt step (and left in the
+        cache, for a turn of the same request to reuse), then every continuation after it."""
+        start = time.perf_counter()
+        if not continuations or not all(continuations):
+            return Scores("error", error="nothing to score: give at least one continuation, none of them empty")
+        try:
+            tokens, prompt, _ = self.prompts.prepare(request)
+        except NotPrepared as failed:
+            return Scores(failed.status, elapsed_s=time.perf_counter() - start, error=failed.message)
+        special = request.completion is None
+        targets = [self.continuation_tokens(prompt, tokens, special, text) for text in continuations]
+        longest = max(len(target) for target in targets)
+        if len(tokens) + longest > self.loop.n_ctx:
+            return Scores(
+                "error",
+                prompt_tokens=len(tokens),
+                elapsed_s=time.perf_counter() - start,
+                error=(
+                    f"the prompt is {len(tokens)} tokens and the longest continuation {longest}, but the context "
+                    f"is {self.loop.n_ctx}; shorten them"
+                ),
+            )
+        cached = self.loop.keep_prefix(tokens)
+        work = prefill_priority(self.card.params or 0, len(tokens) - cached + sum(len(t) - 1 for t in targets))
+
+        def ended(status: ScoreStatus, logprobs: list[list[float]], error: str | None = None) -> Scores:
+            return Scores(status, logprobs, len(tokens), cached, time.perf_counter() - start, error)
+
+        try:
+            with self.lane(work, plan.prompt_threads, abortable=True):
+                self.loop.evaluate(tokens[cached:])
+                return ended("done", self.loop.score(tokens, targets))
+        except Cancelled:
+            return ended("cancelled", [])
+        except DecodeError as error:  # llama_decode failed, or was aborted by a cancel
+            if self.cancel.is_set():
+                return ended("cancelled", [])
+            return ended("error", [], f"llama.cpp failed: {error}")
+
+    def continuation_tokens(self, prompt: Prompt, tokens: list[int], special: bool, continuation: str) -> list[int]:
+        """A continuation's tokens as they follow the prompt in running text: the two tokenised
+        together, less the prompt's `tokens`; alone where the join merges tokens across it (the
+        prompt's tokens are then not a prefix of the whole's)."""
+        joined = self.prompts.tokenize(prompt.text + continuation, prompt.add_bos, special)
+        if joined[: len(tokens)] == tokens:
+            return joined[len(tokens) :]
+        return self.prompts.tokenize(continuation, add_bos=False, special=special)
 
 
-def _template_failure(error: Exception) -> str:
-    if type(error) is ValueError:  # what the template itself raised, e.g. roles that do not alternate
-        return f"the chat template refused this conversation: {error}"
-    return f"the chat template failed ({type(error).__name__}: {error}); {FIX_TEMPLATE}"
+def request_from(message: dict[str, Any]) -> TurnRequest:
+    """The request of a "turn" or "score" message (see `LocalModel._start`)."""
+    return TurnRequest(
+        message["messages"], SamplingParams(**message["params"]), message["completion"], tuple(message["stop"])
+    )

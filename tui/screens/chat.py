@@ -34,6 +34,7 @@ from tui.engine.events import Finished, Notice
 from tui.history import SessionRecord
 from tui.scenario import Scenario
 from tui.screens.help import HelpScreen
+from tui.screens.lab import LabScreen
 from tui.screens.models import ModelsScreen
 from tui.screens.save_elsewhere import SaveElsewhereScreen
 from tui.screens.scenarios import ScenarioScreen
@@ -69,6 +70,7 @@ class ChatScreen(PaneKeys, Screen[None]):
         Binding("f3", "models", "Models"),
         Binding("f4", "new_session", "New session"),
         Binding("ctrl+o", "sessions", "Sessions"),
+        Binding("ctrl+l", "lab", "Lab"),
         Binding("ctrl+s", "save_elsewhere", "Save elsewhere", show=False),
         Binding("ctrl+r", "retry_saving", "Retry saving", show=False),
         Binding("f1", "help", "Help"),
@@ -307,13 +309,16 @@ class ChatScreen(PaneKeys, Screen[None]):
 
     def action_settings(self) -> None:
         session = self.session
-        current = Settings(session.params, session.model_params, session.conversation.system)
+        current = Settings(session.params, session.model_params, session.conversation.system, session.few_shot)
         self.app.push_screen(SettingsScreen(current, [model.card for model in session.models]), self.apply_settings)
 
     def apply_settings(self, changed: Settings | None) -> None:
         if changed is not None:
             self.session.change_settings(
-                params=changed.params, model_params=changed.model_params, system=changed.system
+                params=changed.params,
+                model_params=changed.model_params,
+                system=changed.system,
+                few_shot=changed.few_shot,
             )
         self.refresh_title()
 
@@ -368,6 +373,9 @@ class ChatScreen(PaneKeys, Screen[None]):
     def action_sessions(self) -> None:
         current = [model.card for model in self.session.models]
         self.app.push_screen(SessionsScreen(self.sessions_dir, self.catalog, current))
+
+    def action_lab(self) -> None:
+        self.app.push_screen(LabScreen(self.session, self.scenarios, self.sessions_dir))
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.BINDINGS))

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static, TextArea
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static, TextArea
 
 from tui.cards import ModelCard
 from tui.engine.events import PARAM_NAMES, SamplingParams
@@ -27,6 +27,7 @@ class Settings:
     params: SamplingParams  # shared by all models
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # model id -> its own values
     system: str = ""
+    few_shot: bool = True  # base models answer a scenario's items few-shot
 
 
 class SettingsScreen(ModalScreen[Settings | None]):
@@ -55,6 +56,11 @@ class SettingsScreen(ModalScreen[Settings | None]):
                 for name in PARAM_NAMES:
                     yield Label(name.replace("_", " "))
                     yield Input(id=f"param-{name}")
+            yield Checkbox(
+                "Base models answer a scenario's items few-shot (Q: … A: with solved examples), as in the lab",
+                self.current.few_shot,
+                id="few-shot",
+            )
             yield Static("", classes="problem")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
@@ -120,7 +126,8 @@ class SettingsScreen(ModalScreen[Settings | None]):
         except ValueError as error:
             self.query_one(".problem", Static).update(Text(safe_text(str(error))))
             return
-        self.dismiss(Settings(params, self.overrides, self.query_one("#system", TextArea).text.strip()))
+        system = self.query_one("#system", TextArea).text.strip()
+        self.dismiss(Settings(params, self.overrides, system, self.query_one("#few-shot", Checkbox).value))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
