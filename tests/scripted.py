@@ -2,14 +2,17 @@
 
 It honours the same interface as the llama.cpp workers (`tui.engine.base.Backend`):
 load (optionally slow or failing), stream a reply word by word with a delay, cancel,
-reset. It records every request so tests can check the history and parameters sent.
+reset. It records every request so tests can check the history and parameters sent. Asked for
+token probabilities (`TurnRequest.logprobs`), it gives each word made-up ones (see `word_probs`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from tui.cards import ModelCard, Source
 from tui.engine.base import ModelLoadError, State
@@ -25,6 +28,22 @@ def echo_script(card: ModelCard) -> Script:
         return f"{card.name} answers: {asked}"
 
     return answer
+
+
+WORD_LOGPROBS = (-0.02, -0.4, -1.0, -2.5)  # in turn: 98%, 67%, 37%, 8%, one in each band of the view
+OTHER_WORDS = ((" the", 0.5), (" a", 0.25), (" ocean", 0.12), (" fish", 0.08), (" Nemo", 0.05))  # share of the rest
+
+
+def word_probs(pieces: list[str]) -> list[list[Any]]:
+    """Token probabilities for a scripted reply, one token per word (as `TokenRecord` makes them): the
+    words in turn in each band, the alternatives the same few words sharing the rest, likeliest first."""
+    tokens: list[list[Any]] = []
+    for n, piece in enumerate(pieces):
+        logprob = WORD_LOGPROBS[n % len(WORD_LOGPROBS)]
+        rest = 1 - math.exp(logprob)
+        others = [[word, math.log(rest * share)] for word, share in OTHER_WORDS if word != piece]
+        tokens.append([piece, logprob, sorted([[piece, logprob], *others], key=lambda pair: -float(pair[1]))[:5]])
+    return tokens
 
 
 def card(card_id: str, params: int, name: str | None = None) -> ModelCard:
@@ -76,6 +95,7 @@ class ScriptedModel:
         prompt_tokens = len(self._prompt_text(request).split())
         yield PromptReady(prompt_tokens, 0)
         words = self.script(request).split(" ")[: request.params.max_tokens]
+        pieces = [word if n == 0 else " " + word for n, word in enumerate(words)]
         text = ""
         for n, word in enumerate(words):
             if self.delay:
@@ -112,6 +132,7 @@ class ScriptedModel:
             ttft_s=self.delay,
             tokens_per_s=1 / self.delay if self.delay else None,
             elapsed_s=self.delay * len(words),
+            tokens=word_probs(pieces) if request.logprobs else None,
         )
 
     async def score(self, request: TurnRequest, continuations: list[str]) -> Scores:

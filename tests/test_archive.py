@@ -595,3 +595,16 @@ def test_cli_bad_input_is_one_line(
     [line] = result.stderr.splitlines()
     assert line.startswith("ladder: ") and expected in line
     assert result.stdout == ""
+
+
+def test_a_sessions_folder_that_is_a_symlink_loop_is_refused_in_one_line(tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # Python 3.11's resolve() raises RuntimeError here, not OSError
+    result = subprocess.run(
+        [sys.executable, "-m", "tui", "sessions", "list", "--sessions-dir", str(loop)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"ladder: cannot open the sessions folder {loop}: a symbolic link loop"

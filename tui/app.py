@@ -195,6 +195,9 @@ class LadderApp(App[None]):
                 lineup=None,
                 scenario=scenario,
                 engine_info=self.config.engine_info,
+                # The settings of this app's session, not the saved one's: they say how to ask, not what.
+                few_shot=self.session.few_shot,
+                logprobs=self.session.logprobs,
             )
             session.replay_of = record.id
             return session

@@ -115,11 +115,15 @@ def _scan(directory: Path, *, keep_outside: bool = False) -> list[_Entry]:
     out of the folder are left out (or kept, for `resolve` to refuse them by name)."""
     try:
         base = directory.resolve()
-    except OSError as error:  # e.g. a symlink loop
-        raise ValueError(f"cannot open the sessions folder {directory}: {error.strerror or error}") from None
+    except (OSError, RuntimeError) as error:  # a symlink loop (Python 3.11 raises RuntimeError for one)
+        why = error.strerror if isinstance(error, OSError) and error.strerror else "a symbolic link loop"
+        raise ValueError(f"cannot open the sessions folder {directory}: {why}") from None
     found: list[_Entry] = []
     for folder, prefix in ((directory, ""), (directory / EXAMPLES, f"{EXAMPLES}/")):
-        real_folder = folder.resolve()
+        try:
+            real_folder = folder.resolve()
+        except (OSError, RuntimeError):  # examples/ a symlink loop: left out
+            continue
         folder_inside = _inside(real_folder, base)
         if not folder_inside and not keep_outside:
             continue
@@ -178,7 +182,7 @@ def list_sessions(directory: Path, *, index: Path | None = None) -> list[Session
 def _folders(directory: Path) -> set[str]:
     try:
         return {str(directory.resolve()), str((directory / EXAMPLES).resolve())}
-    except OSError:
+    except (OSError, RuntimeError):  # a symlink loop
         return set()
 
 

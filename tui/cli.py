@@ -73,6 +73,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         metavar="ID:NAME=VALUE",
         help="a sampling parameter for one model only, e.g. gemma-3-270m:temperature=0.2",
     )
+    sampling.add_argument(
+        "--logprobs",
+        action="store_true",
+        help="record each token's probability and its 5 likeliest alternatives in the transcript (a little slower)",
+    )
 
 
 def _endpoint_options(group: Any, purpose: str) -> None:
@@ -99,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     chat = commands.add_parser("chat", help="the chat app (the default)")
     _model_options(chat)
+    chat.add_argument(
+        "--blind",
+        action="store_true",
+        help="start a blind session: panes are Model A, B… in a shuffled order, names hidden until revealed",
+    )
     ask = commands.add_parser("ask", help="send one turn to every model and print the replies")
     ask.add_argument("prompt", nargs="?", help="the user turn (with --scenario and no prompt: its next item)")
     ask.add_argument("--items", type=int, default=1, metavar="N", help="with --scenario: ask its next N items")
@@ -141,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("id", metavar="ID")
     _lab_parser(commands)
     _sessions_parser(commands)
+    _leaderboard_parser(commands)
     return parser
 
 
@@ -210,6 +221,15 @@ def _sessions_parser(commands: Any) -> None:
     export.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
 
+def _leaderboard_parser(commands: Any) -> None:
+    board = commands.add_parser("leaderboard", help="rank the models by the votes in the saved sessions")
+    board.add_argument("--since", metavar="YYYY-MM-DD", help="only sessions created on or after this day")
+    board.add_argument("--scenario", metavar="ID", help="only sessions of this scenario")
+    board.add_argument("--all", action="store_true", help="also count votes cast with names shown and review marks")
+    board.add_argument("--markdown", action="store_true", help="print the leaderboard as Markdown")
+    board.add_argument("--sessions-dir", metavar="DIR", help="the sessions folder (default: as for `ladder sessions`)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
@@ -253,6 +273,10 @@ def run_command(args: argparse.Namespace) -> int:
         from tui.commands import lab
 
         return lab.run(args)
+    if args.command == "leaderboard":
+        from tui.commands import leaderboard
+
+        return leaderboard.run(args)
     from tui.commands import bench
 
     return bench.run(args)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tui.blind import Blind
 from tui.checks import CheckResult, Score
 from tui.engine.events import STATUSES, Finished, SamplingParams, Status
 from tui.transcript import Transcript, read_transcript
@@ -33,6 +34,7 @@ class Reply:
     event: dict[str, Any]  # the whole reply event: tokens, timings, parameters, check
     best: bool = False
     notes: list[str] = field(default_factory=list)
+    tokens: list[list[Any]] | None = None  # its token probabilities, if recorded (see `TokenRecord`)
 
     @property
     def check(self) -> dict[str, Any] | None:
@@ -84,7 +86,8 @@ class SessionRecord:
     transcript: Transcript
     models: list[dict[str, Any]]  # cards as saved, smallest first, including models added later
     turns: list[Turn]
-    settings: dict[str, Any]  # the latest params, model_params, system prompt and few-shot setting
+    settings: dict[str, Any]  # the latest params, model_params, system prompt, few-shot and logprobs settings
+    blind: Blind | None = None  # a blind session: its order, and the votes, guess and reveal saved
 
     @property
     def id(self) -> str:
@@ -138,16 +141,63 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _token_probs(value: Any) -> list[list[Any]] | None:
+    """A `token_probs` event's tokens, each [text, logprob, [[text, logprob], ...]]; None if any is not."""
+
+    def text_and_number(item: Any) -> bool:
+        return (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], (int, float))
+            and not isinstance(item[1], bool)
+        )
+
+    tokens = _list(value)
+    for token in tokens:
+        if not (isinstance(token, list) and len(token) == 3 and text_and_number(token[:2])):
+            return None
+        if not isinstance(token[2], list) or not all(map(text_and_number, token[2])):
+            return None
+    return [[text, float(logprob), [[alt, float(p)] for alt, p in alts]] for text, logprob, alts in tokens] or None
+
+
+def _blind(saved: Any) -> Blind | None:
+    """A header's `blind` ({"order": [model ids, A first], "seed": S}); None if absent or damaged."""
+    if not isinstance(saved, dict):
+        return None
+    order, seed = saved.get("order"), saved.get("seed")
+    if not isinstance(order, list) or not all(isinstance(model_id, str) for model_id in order):
+        return None
+    return Blind(order, seed if isinstance(seed, int) and not isinstance(seed, bool) else 0)
+
+
+def _add_judgement(blind: Blind | None, kind: Any, turn: int, event: dict[str, Any]) -> bool:
+    """Add a vote, guess or reveal event to the session's `blind` record; whether it could be read."""
+    if blind is None:  # such events outside a blind session are not ours to show
+        return True
+    if kind == "reveal":
+        blind.revealed = True
+    elif kind == "vote" and isinstance(event.get("choice"), str):
+        blind.votes[turn] = event["choice"]  # a turn voted on again: the last vote counts
+    elif kind == "guess" and isinstance(event.get("model"), str):
+        blind.guess = event["model"]
+    else:
+        return False
+    return True
+
+
 def build_record(transcript: Transcript) -> SessionRecord:
     header = transcript.header
     models = [card for card in _list(header.get("models")) if isinstance(card, dict)]
-    settings = {key: header.get(key) for key in ("params", "model_params", "system", "few_shot")}
+    settings = {key: header.get(key) for key in ("params", "model_params", "system", "few_shot", "logprobs")}
+    blind = _blind(header.get("blind"))
     turns: dict[int, Turn] = {}
     wrong = 0  # events whose fields have the wrong type, left out
     for event in transcript.events:
         kind, number, model = event.get("type"), event.get("turn"), event.get("model")
         if not isinstance(number, int) or isinstance(number, bool):
-            wrong += number is not None or kind in ("user", "reply", "mark", "note")
+            wrong += number is not None or kind in ("user", "reply", "mark", "note", "token_probs", "vote", "guess")
             number = None
         if model is not None and not isinstance(model, str):
             wrong += 1
@@ -160,6 +210,13 @@ def build_record(transcript: Transcript) -> SessionRecord:
             if earlier is not None:  # the same reply saved twice: keep its marks and notes
                 reply.best, reply.notes = earlier.best, earlier.notes
             turns[number].replies[model] = reply
+        elif kind == "token_probs" and number in turns and isinstance(model, str):
+            tokens = _token_probs(event.get("tokens"))
+            probed = turns[number].replies.get(model)
+            if tokens is None or probed is None:
+                wrong += 1
+            else:
+                probed.tokens = tokens
         elif kind == "models":
             known = {card.get("id") for card in models}
             models += [
@@ -167,6 +224,8 @@ def build_record(transcript: Transcript) -> SessionRecord:
             ]
         elif kind == "settings":
             settings.update({key: event.get(key) for key in settings if key in event})
+        elif kind in ("vote", "guess", "reveal") and number is not None and (model is None or isinstance(model, str)):
+            wrong += not _add_judgement(blind, kind, number, event)
         elif kind in ("mark", "note") and number in turns:
             marked = turns[number].replies.get(model) if isinstance(model, str) else None
             if kind == "mark" and marked is not None:
@@ -178,7 +237,9 @@ def build_record(transcript: Transcript) -> SessionRecord:
         transcript.problems.append(f"{transcript.path.name}: {wrong} event(s) with fields of the wrong type; left out")
     if header.get("models") is not None and not isinstance(header.get("models"), list):
         transcript.problems.append(f"{transcript.path.name}: the header's models are not a list of model cards")
-    return SessionRecord(transcript, models, [turns[n] for n in sorted(turns)], settings)
+    if header.get("blind") is not None and blind is None:
+        transcript.problems.append(f"{transcript.path.name}: the header's blind order is not a list of model ids")
+    return SessionRecord(transcript, models, [turns[n] for n in sorted(turns)], settings, blind)
 
 
 def load_record(path: Path) -> SessionRecord:

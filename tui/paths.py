@@ -12,6 +12,15 @@ import platformdirs
 APP = "ladder"
 
 
+def new_file(folder: Path, stem: str, suffix: str) -> Path:
+    """A path in `folder` for a new file named `stem` (`-2`, `-3`… when that name is taken)."""
+    path, n = folder / f"{stem}{suffix}", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-{n}{suffix}"
+    return path
+
+
 def config_dir() -> Path:
     return Path(platformdirs.user_config_dir(APP))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tui import __version__
+from tui.blind import Blind, GuessScore, refusal
 from tui.checks import CheckResult, Item, Score, run_check
 from tui.engine.base import Backend, ModelLoadError
 from tui.engine.events import Finished, Message, SamplingParams, TurnEvent, TurnRequest
@@ -86,6 +87,7 @@ class Session:
         scenario: Scenario | None = None,
         engine_info: dict[str, Any] | None = None,
         few_shot: bool = True,
+        logprobs: bool = False,
     ) -> None:
         self.models = sorted(models, key=lambda model: model.card.order)
         self.params = params or SamplingParams()
@@ -95,11 +97,16 @@ class Session:
         # Base models (cards with instruct: false) echo a question asked in chat form: a scenario's
         # items are put to them as the lab does, few-shot, unless the setting is turned off.
         self.few_shot = few_shot
+        # Record each reply's token probabilities (a `token_probs` event after its reply), kept by (turn, model id).
+        self.logprobs = logprobs
+        self.token_probs: dict[tuple[int, str], list[list[Any]]] = {}
         self.items: dict[int, Item] = {}  # the scenario item each turn asked, by turn
         self.items_asked = 0
         self.scores: dict[str, Score] = {}
         self.rng = random.Random()
         self.replay_of: str | None = None  # the saved session whose user turns this one sends again
+        self.blind: Blind | None = None  # a blind session: the panes' shuffled order, votes, the guess
+        self.guess_score = GuessScore()  # "guess the largest", over the blind sessions of this run
         self.sessions_dir = sessions_dir
         self.engine_info = engine_info or {}
         self.transcript = TranscriptWriter(sessions_dir, {}, name=scenario.id if scenario else None)
@@ -122,7 +129,9 @@ class Session:
             "scenario": self.scenario.header() if self.scenario else None,
             "engine": self.engine_info,
             "few_shot": self.few_shot,
+            "logprobs": self.logprobs,
             **({"replay_of": self.replay_of} if self.replay_of else {}),
+            **({"blind": self.blind.header()} if self.blind else {}),
         }
 
     async def load(self, progress: Progress | None = None) -> dict[str, str]:
@@ -191,7 +200,7 @@ class Session:
             messages.append({"role": "user", "content": self.conversation.user_turns[turn - 1]})
         else:
             messages = self.conversation.messages_for(model.card.id, largest_first, upto=turn)
-        request = TurnRequest(messages, params)
+        request = TurnRequest(messages, params, logprobs=self.logprobs)
         if (
             self.few_shot
             and not model.card.instruct
@@ -200,7 +209,7 @@ class Session:
             and self.scenario.fresh_context
         ):
             few_shot = chat_few_shot(self.scenario, self.items[turn])
-            request = TurnRequest([], params, completion=few_shot, stop=FEW_SHOT_STOP)
+            request = TurnRequest([], params, completion=few_shot, stop=FEW_SHOT_STOP, logprobs=self.logprobs)
         async for event in model.turn(request):
             if not isinstance(event, Finished):
                 yield event
@@ -282,6 +291,9 @@ class Session:
                 **({"form": form} if form != "chat" else {}),
             }
         )
+        if event.tokens:  # recorded, and not empty
+            self.token_probs[turn, model.card.id] = event.tokens
+            self.save({"type": "token_probs", "turn": turn, "model": model.card.id, "tokens": _rounded(event.tokens)})
 
     def change_settings(
         self,
@@ -290,8 +302,10 @@ class Session:
         model_params: dict[str, dict[str, Any]] | None = None,
         system: str | None = None,
         few_shot: bool | None = None,
+        logprobs: bool | None = None,
     ) -> None:
-        """New sampling parameters, system prompt or few-shot setting, used from the next turn on."""
+        """New sampling parameters, system prompt, few-shot or token probabilities setting, used from the next
+        turn on."""
         if params is not None:
             self.params = params
         if model_params is not None:
@@ -300,6 +314,8 @@ class Session:
             self.conversation.system = system
         if few_shot is not None:
             self.few_shot = few_shot
+        if logprobs is not None:
+            self.logprobs = logprobs
         if self.transcript.started:  # before the first turn the header records them
             self.save(
                 {
@@ -308,6 +324,7 @@ class Session:
                     "model_params": self.model_params,
                     "system": self.conversation.system,
                     "few_shot": self.few_shot,
+                    "logprobs": self.logprobs,
                 }
             )
 
@@ -324,10 +341,11 @@ class Session:
         if gone and self.transcript.started:
             self.save({"type": "models", "added": [], "removed": [model_id]})
 
-    async def start_over(self, scenario: Scenario | None = None) -> None:
+    async def start_over(self, scenario: Scenario | None = None, blind: bool = False) -> None:
         """A new session: empty history, a new transcript file, every model's cache cleared.
-        With a scenario: its system prompt, opening turns and suggested parameters. Events
-        the old transcript could not save are dropped: callers offer to save them first."""
+        With a scenario: its system prompt, opening turns and suggested parameters; `blind`:
+        a blind one (see `start_blind`). Events the old transcript could not save are dropped:
+        callers offer to save them first."""
         with contextlib.suppress(TranscriptError):
             self.end_transcript()
         if scenario is not None:
@@ -340,10 +358,24 @@ class Session:
         name = self.scenario.id if self.scenario else None
         self.transcript = TranscriptWriter(self.sessions_dir, {}, name=name)
         self.items, self.items_asked, self.scores = {}, 0, {}
+        self.token_probs.clear()
         self._seeds.clear()
         self._cancelled_through.clear()  # turns count from 1 again; the epoch tells old ones apart
+        self.blind = None
+        if blind:
+            self.start_blind()
         for model in self.models:
             await model.reset()
+
+    def start_blind(self, seed: int | None = None) -> None:
+        """Make this new session blind: its models in an order shuffled with `seed` (default: a fresh
+        one), recorded in the header. Raises ValueError saying why, if it cannot be."""
+        problem = refusal(len(self.models))
+        if problem:
+            raise ValueError(f"Blind mode {problem}")
+        if self.transcript.started:
+            raise ValueError("A session is blind from its start: this one's names have been seen")
+        self.blind = Blind.draw([model.card.id for model in self.models], seed)
 
     async def cancel(self, model_id: str | None = None) -> None:
         """Stop the replies in flight, and those to the turns asked so far that have not
@@ -372,6 +404,12 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def _rounded(tokens: list[list[Any]]) -> list[list[Any]]:
+    """Recorded tokens with their log-probabilities to 4 decimals (a probability to about 0.01%): a long
+    reply's record stays a few tens of kB."""
+    return [[text, round(logprob, 4), [[alt, round(p, 4)] for alt, p in alts]] for text, logprob, alts in tokens]
+
+
 def resume(
     record: SessionRecord, models: list[Backend], scenario: Scenario | None, engine_info: dict[str, Any] | None = None
 ) -> Session:
@@ -388,6 +426,7 @@ def resume(
         scenario=scenario,
         engine_info=engine_info,
         few_shot=settings.get("few_shot") is not False,  # sessions saved before the setting: on
+        logprobs=settings.get("logprobs") is True,
     )
     for turn in record.turns:
         session.conversation.user_turns.append(turn.text)
@@ -396,6 +435,8 @@ def resume(
             session.items[turn.number] = Item.from_record(turn.item)
         for model_id, reply in turn.replies.items():
             session.conversation.replies.setdefault(model_id, {})[turn.number] = reply.text
+            if reply.tokens is not None:
+                session.token_probs[turn.number, model_id] = reply.tokens
     session.scores = record.scores()
     session.items_asked = len(session.items)
     session.replay_of = record.header.get("replay_of")

@@ -21,7 +21,20 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 FORMAT_VERSION = 1
-TRANSCRIPT_EVENT_TYPES = {"session", "user", "reply", "settings", "models", "mark", "note"}  # each line's "type"
+# Each line's "type"; the format only grows: new types are added here, old readers leave them out.
+TRANSCRIPT_EVENT_TYPES = {
+    "session",
+    "user",
+    "reply",
+    "settings",
+    "models",
+    "mark",
+    "note",
+    "token_probs",
+    "vote",
+    "guess",
+    "reveal",
+}
 
 
 def now() -> str:

@@ -237,6 +237,7 @@ async def _ask_and_print(args: argparse.Namespace, prompt: str | None, interrupt
         system=options.system,
         scenario=scenario,
         engine_info=options.engine_info,
+        logprobs=args.logprobs,
     )
     turns = _turns(prompt, args, scenario, session)
     saved = False

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 
 from tui.app import AppConfig, LadderApp
+from tui.blind import refusal
 from tui.commands.options import session_options
 from tui.commands.output import error
 
 
 def run(args: argparse.Namespace) -> int:
     options = session_options(args)
+    if args.blind and (problem := refusal(len(options.cards))):
+        error(f"--blind {problem}; add models with --model or --lineup")
+        return 2
     config = AppConfig(
         catalog=options.catalog,
         cards=options.cards,
@@ -26,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
         problems=options.problems,
     )
     app = LadderApp(config)
+    app.session.logprobs = args.logprobs  # record token probabilities from the first turn (Settings turns it off)
+    if args.blind:
+        app.session.start_blind()
     app.run()
     if app.unsaved_on_exit:  # said after the app has closed, where the terminal shows it
         error(app.unsaved_on_exit)

@@ -10,6 +10,7 @@ its own generation state is not used. What the KV cache holds is tracked here, i
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import math
 from collections import deque
@@ -19,10 +20,30 @@ from tui.engine.events import SamplingParams
 
 PENALTY_LAST_N = 64  # tokens the repeat penalty looks back over, as llama-cpp-python's default
 PIECE_BYTES = 256  # a token's text is far shorter; a longer one is read again with its real size
+TOP_ALTERNATIVES = 5  # the likeliest tokens recorded beside each token, when log-probabilities are asked for
 
 
 class DecodeError(RuntimeError):
     """llama_decode failed (or was aborted by a cancel)."""
+
+
+class TokenRecord:
+    """A reply's tokens with their log-probabilities, when the request asks (`TurnRequest.logprobs`):
+    per token `[text, logprob, [[text, logprob], ...]]`, its alternatives likeliest first.
+
+    The log-probabilities are the model's own: the softmax of its logits, before the repeat
+    penalty, temperature, top-k, top-p and min-p change what is drawn from. A token's text is
+    what it adds to the reply: a byte that starts a longer character (an emoji is often made of
+    several byte tokens) adds "", the one that ends it the whole character, so the texts join
+    into the reply. An alternative stands alone: bytes of it that are not whole UTF-8 show as escapes."""
+
+    def __init__(self) -> None:
+        self.tokens: list[list[Any]] = []
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def add(self, piece: bytes, logprob: float, alternatives: list[tuple[bytes, float]]) -> None:
+        texts = [[alternative.decode("utf-8", errors="backslashreplace"), p] for alternative, p in alternatives]
+        self.tokens.append([self._decoder.decode(piece), logprob, texts])
 
 
 class Sampler:
@@ -214,25 +235,26 @@ class TokenLoop:
 
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
-    def piece(self, token: int) -> bytes:
-        """The token's text as bytes (a character may span several tokens)."""
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The token's text as bytes (a character may span several tokens); `special`: a control
+        token's too (e.g. "<|im_end|>"), which a reply leaves out."""
         import llama_cpp
 
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece, PIECE_BYTES, 0, False)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece, PIECE_BYTES, 0, special)
         if n < 0:  # longer than the buffer: -n is its size
             longer = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, longer, -n, 0, False)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, longer, -n, 0, special)
             return longer.raw[:n]
         return self._piece.raw[:n]
 
-    def top_alternatives(self, chosen: int, k: int = 5) -> tuple[float, list[tuple[int, float]]]:
+    def top_alternatives(self, chosen: int, k: int = TOP_ALTERNATIVES) -> tuple[float, list[tuple[int, float]]]:
         """The chosen token's log-probability and the `k` likeliest tokens with theirs, from the
         logits of the last token decoded (read in place). Off the hot path: only called when asked,
         and before the next `step`."""
         import numpy as np
 
         logits, log_total = self._log_softmax(-1)
-        best = np.argpartition(-logits, k)[:k]
+        best = np.argpartition(logits, -k)[-k:]  # the k largest, in no order (no negated copy of the vocabulary)
         best = best[np.argsort(-logits[best])]
         return float(logits[chosen]) - log_total, [(int(t), float(logits[t]) - log_total) for t in best]
 

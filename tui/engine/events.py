@@ -62,6 +62,9 @@ class TurnRequest:
     # model is asked, few-shot, BIG-bench style). When given, `messages` are not used.
     completion: str | None = None
     stop: tuple[str, ...] = ()  # stop strings besides the model's own and its chat format's
+    # Record each token's log-probability and its likeliest alternatives (`Finished.tokens`): off
+    # unless asked, as it costs a log-softmax over the vocabulary per token.
+    logprobs: bool = False
 
 
 ScoreStatus = Literal["done", "cancelled", "error", "unavailable"]
@@ -145,6 +148,9 @@ class Finished:
     remote: dict[str, Any] | None = None
     steps: StepTimes | None = None  # a local reply's step times
     schedule: str | None = None  # the CPU schedule a local reply ran under (auto chooses one per turn)
+    # With `TurnRequest.logprobs`: per token of the reply, [text, logprob, [[alternative text, logprob], ...]]
+    # (see `tui.engine.decode.TokenRecord`); None when not asked, or when a server returned none.
+    tokens: list[list[Any]] | None = None
 
 
 TurnEvent = PromptReady | Notice | FirstToken | TextPiece | Finished

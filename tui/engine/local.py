@@ -343,6 +343,7 @@ class LocalModel:
             "messages": request.messages,
             "completion": request.completion,
             "stop": list(request.stop),
+            "logprobs": request.logprobs,
             "params": request.params.as_dict(),
             "plan": asdict(plan),
             **extra,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tui.cards import Endpoint, ModelCard
 from tui.engine.base import ModelLoadError, State, stream_turn
+from tui.engine.decode import TOP_ALTERNATIVES, TokenRecord
 from tui.engine.endpoints import RemoteError, api_key, describe_failure, make_client, server_message
 from tui.engine.events import (
     FirstToken,
@@ -149,10 +150,11 @@ class RemoteModel:
         status: Status = "error"
         reason: str | None = "error"
         error: str | None = None
+        probs = TokenRecord() if request.logprobs else None
         try:
             stream = await self._open(request, record, queue)
             async with stream:
-                reason = await self._read(stream, reply, text, record, queue)
+                reason = await self._read(stream, reply, text, record, queue, probs)
             if reason is None:  # [DONE] without a finish reason: llama-cpp-python's server, interrupted
                 raise RemoteError(f"{self.endpoint.host} ended the stream before the reply finished")
             if reason == "length" and record["tokens_counted_by"] == "client":
@@ -166,10 +168,15 @@ class RemoteModel:
             error = self._describe(failure)
             if reply.completion_tokens:
                 error += f" mid-reply, after {reply.completion_tokens} tokens; the partial reply is kept"
+        if probs is not None and reply.completion_tokens and not probs.tokens:
+            missing = f"{self.endpoint.host} returned no token probabilities: this server does not give them"
+            reply.notices.append(missing)
+            queue.put_nowait(Notice(missing))
+            probs = None
         done = reply.finish(status, reason or "error", text.flush(), error)
         if self.state == "busy":
             self.state = "ready"
-        queue.put_nowait(replace(done, remote=record))
+        queue.put_nowait(replace(done, remote=record, tokens=probs.tokens if probs else None))
 
     async def _open(self, request: TurnRequest, record: dict[str, Any], queue: asyncio.Queue[TurnEvent]) -> Any:
         """Start the streamed request; retries a busy server (see `_busy_retried`), each retry shown in
@@ -204,7 +211,11 @@ class RemoteModel:
         if request.stop:
             fields["stop"] = list(request.stop)
         if request.completion is not None:
+            if request.logprobs:
+                fields["logprobs"] = TOP_ALTERNATIVES
             return self._client.completions.create(prompt=request.completion, **fields)
+        if request.logprobs:
+            fields |= {"logprobs": True, "top_logprobs": TOP_ALTERNATIVES}
         return self._client.chat.completions.create(messages=cast(Any, request.messages), **fields)
 
     async def _busy_retried(
@@ -238,9 +249,11 @@ class RemoteModel:
         text: StreamedText,
         record: dict[str, Any],
         queue: asyncio.Queue[TurnEvent],
+        probs: TokenRecord | None,
     ) -> str | None:
         """Read the stream to its end; returns the finish reason the server gave, if any. Tokens are
-        counted here, one per text chunk, until the server's own `usage` arrives (if it sends it)."""
+        counted here, one per text chunk, until the server's own `usage` arrives (if it sends it); with
+        `probs`, their log-probabilities are kept where the server sends them."""
         reason = None
         async for chunk in stream:
             if chunk.system_fingerprint:
@@ -253,6 +266,8 @@ class RemoteModel:
                 self.n_past = reply.prompt_tokens + reply.completion_tokens
                 queue.put_nowait(PromptReady(reply.prompt_tokens, reply.cached_tokens))
             for choice in chunk.choices:
+                if probs is not None:
+                    _keep_logprobs(choice, probs)
                 piece = _piece(choice)
                 if piece:
                     if reply.first_token is None:
@@ -314,6 +329,37 @@ def _piece(choice: Any) -> str | None:
     """The text a streamed choice adds: a chat chunk's delta, or a completion chunk's text."""
     delta = getattr(choice, "delta", None)
     return cast("str | None", delta.content if delta is not None else getattr(choice, "text", None))
+
+
+def _keep_logprobs(choice: Any, probs: TokenRecord) -> None:
+    """The tokens a streamed choice carries with their log-probabilities, if the server sent them: a chat
+    chunk's `logprobs.content`, or a completion chunk's `logprobs.tokens` beside `token_logprobs` and
+    `top_logprobs` (llama-cpp-python's server, for one, gives the chosen token among its alternatives)."""
+    logprobs = getattr(choice, "logprobs", None)
+    if logprobs is None:
+        return
+    if getattr(logprobs, "content", None) is not None:  # a chat chunk
+        for item in logprobs.content:
+            if item.logprob is not None:
+                top = [(_token_bytes(other), other.logprob) for other in item.top_logprobs or []]
+                probs.add(_token_bytes(item), item.logprob, _likeliest(top))
+        return
+    tokens = getattr(logprobs, "tokens", None) or []
+    chosen = getattr(logprobs, "token_logprobs", None) or []
+    tops = getattr(logprobs, "top_logprobs", None) or [None] * len(tokens)
+    for token, logprob, top in zip(tokens, chosen, tops, strict=False):
+        if logprob is not None:
+            alternatives = [(text.encode("utf-8"), p) for text, p in (top or {}).items()]
+            probs.add(token.encode("utf-8"), logprob, _likeliest(alternatives))
+
+
+def _token_bytes(item: Any) -> bytes:
+    """A token's bytes as a server gives them (exact, where a character spans tokens), else its text."""
+    return bytes(item.bytes) if item.bytes else str(item.token).encode("utf-8")
+
+
+def _likeliest(alternatives: list[tuple[bytes, float]]) -> list[tuple[bytes, float]]:
+    return sorted(alternatives, key=lambda alternative: -alternative[1])[:TOP_ALTERNATIVES]
 
 
 def _extra_fields(params: SamplingParams) -> dict[str, Any]:

@@ -20,12 +20,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from tui.cards import ModelCard
-from tui.engine.decode import DecodeError, Sampler, TokenLoop
+from tui.engine.decode import DecodeError, Sampler, TokenLoop, TokenRecord
 from tui.engine.events import (
     Finished,
     FirstToken,
@@ -146,6 +146,7 @@ class Worker:
         self.cancel = threading.Event()  # the cancel of the request being served (see `run`)
         self.prompts = PromptFitter(self.llm, formatter_for(card, self.llm), lambda: self.cancel.is_set())
         self.turn_id = 0
+        self.record: TokenRecord | None = None  # the turn's tokens and their log-probabilities, when asked
         self.outbox: list[str] = []  # text not sent yet, and how many tokens it holds
         self.outbox_tokens = 0
         self.sent_at = 0.0
@@ -218,6 +219,7 @@ class Worker:
 
     def serve_turn(self, request: TurnRequest, plan: Plan) -> None:
         """Run a turn, sending its events."""
+        self.record = TokenRecord() if request.logprobs else None
         try:
             finished = self.turn(request, plan)
         except Exception as error:  # a fault in one turn fails that reply, not the model
@@ -225,6 +227,8 @@ class Worker:
             finished = ReplyCounter(time.perf_counter()).finish(
                 "error", "error", error=f"the turn failed ({type(error).__name__}: {error}); try it again"
             )
+        if self.record is not None:
+            finished = replace(finished, tokens=self.record.tokens)
         self.emit("", tokens=0, final=True)
         self.send(finished)
 
@@ -300,6 +304,7 @@ class Worker:
         text = StreamedText([*prompt.stop, *request.stop])
         sampler = Sampler(params, self.loop.n_vocab)
         token = -1
+        chosen: tuple[float, list[tuple[int, float]]] = (0.0, [])  # the token's log-probability and the likeliest
         try:
             while True:
                 if self.cancel.is_set():
@@ -320,14 +325,22 @@ class Worker:
                         token = sampler.sample(self.llm.ctx)
                     finally:
                         reply.timed(first, threads, time.perf_counter() - began)
+                    if self.record is not None:
+                        # Read before the next step overwrites the logits, and left out of the step's
+                        # time (which `auto` learns from): it is the cost of asking, not of the model.
+                        chosen = self.loop.top_alternatives(token)
                 if self.loop.is_end(token):
                     return reply.finish("done", "stop", text.flush())
                 if reply.completion_tokens == 0:
                     reply.first_token = time.perf_counter()
                     self.send(FirstToken(reply.first_token - start))
                 reply.completion_tokens += 1
-                piece, at_stop_string = text.add(self.loop.piece(token))
+                data = self.loop.piece(token)
+                piece, at_stop_string = text.add(data)
                 self.emit(piece)
+                if self.record is not None:
+                    alternatives = [(self.loop.piece(other, special=True), p) for other, p in chosen[1]]
+                    self.record.add(data, chosen[0], alternatives)
                 if at_stop_string:
                     return reply.finish("done", "stop", text.flush())
                 if reply.completion_tokens >= params.max_tokens:
@@ -399,5 +412,9 @@ class Worker:
 def request_from(message: dict[str, Any]) -> TurnRequest:
     """The request of a "turn" or "score" message (see `LocalModel._start`)."""
     return TurnRequest(
-        message["messages"], SamplingParams(**message["params"]), message["completion"], tuple(message["stop"])
+        message["messages"],
+        SamplingParams(**message["params"]),
+        message["completion"],
+        tuple(message["stop"]),
+        message.get("logprobs", False),
     )

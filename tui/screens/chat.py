@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -33,13 +33,17 @@ from tui.engine.base import Backend, ModelLoadError
 from tui.engine.events import Finished, Notice
 from tui.history import SessionRecord
 from tui.scenario import Scenario
+from tui.screens.diff import diff_in_chat
 from tui.screens.help import HelpScreen
 from tui.screens.lab import LabScreen
+from tui.screens.leaderboard import LeaderboardScreen
 from tui.screens.models import ModelsScreen
+from tui.screens.probs import probs_in_chat
 from tui.screens.save_elsewhere import SaveElsewhereScreen
 from tui.screens.scenarios import ScenarioScreen
 from tui.screens.sessions import SessionsScreen
 from tui.screens.settings import Settings, SettingsScreen
+from tui.screens.vote import guess, hidden_refuses, reveal, show_blind, show_blind_panes, start_blind_session, vote
 from tui.session import Session
 from tui.textsafe import safe_text
 from tui.transcript import TranscriptError
@@ -51,10 +55,11 @@ from tui.widgets.session_lines import SessionLines
 MakeBackend = Callable[[ModelCard], Backend]
 MayLeave = Callable[[str], bool]  # whether the session may be left; else says why, and that `again` (str) will
 
-# Streaming text reaches the screen in batches, every `interval` seconds. On a slow
-# machine one screen update of four panes costs tens of milliseconds of CPU, taken from
-# the models, so the interval adapts: it grows while the app uses more than its budget
-# of one core and shrinks back when it uses much less.
+# Streaming text reaches the screen in batches, every `interval` seconds, all panes in one
+# frame. A frame draws every widget on screen again (Textual redraws all that share a
+# container with what changed), a few milliseconds of CPU taken from the models, so the
+# interval adapts: the shortest that keeps the app within its budget of one core
+# (README, Performance, figure 4).
 UI_CPU_BUDGET = 0.10
 FASTEST, SLOWEST = 0.1, 0.5
 
@@ -71,8 +76,16 @@ class ChatScreen(PaneKeys, Screen[None]):
         Binding("f4", "new_session", "New session"),
         Binding("ctrl+o", "sessions", "Sessions"),
         Binding("ctrl+l", "lab", "Lab"),
+        Binding("ctrl+k", "leaderboard", "Leaderboard", show=False, priority=True),  # else the composer cuts the line
+        Binding("ctrl+d", "diff", "Diff two panes' replies", show=False, priority=True),  # else the composer deletes
+        Binding("ctrl+t", "token_probs", "Token probabilities", show=False),
+        Binding("ctrl+b", "blind", "Blind session", show=False),
+        Binding("ctrl+v", "vote", "Vote (blind)", show=False, priority=True),  # else the composer pastes
+        Binding("ctrl+g", "guess", "Guess the largest (blind)", show=False),
+        Binding("ctrl+n", "reveal", "Reveal the names (blind)", show=False),
         Binding("ctrl+s", "save_elsewhere", "Save elsewhere", show=False),
         Binding("ctrl+r", "retry_saving", "Retry saving", show=False),
+        Binding("f12", "fold_lines", "Fold or unfold the header lines", show=False),
         Binding("f1", "help", "Help"),
     ]
 
@@ -126,6 +139,7 @@ class ChatScreen(PaneKeys, Screen[None]):
             self.send_turn(scenario.first_turn)
         self.stream_interval = FASTEST
         self._last_tick = (time.perf_counter(), time.process_time())
+        self.cpu_share = 0.0  # of one core, over the last few ticks
         self.set_timer(self.stream_interval, self.tick)
 
     # --- panes and their models -----------------------------------------------------------
@@ -133,6 +147,7 @@ class ChatScreen(PaneKeys, Screen[None]):
     async def add_pane(self, model: Backend) -> None:
         pane = ModelPane(model.card)
         pane.overrides = self.override_text(model.card.id)
+        show_blind(self.session, pane)  # before it is shown: a blind session's names are never on screen
         self.queues[model.card.id] = asyncio.Queue()
         await self.grid.add(model.card.id, pane)
         if self.resumed is not None:
@@ -184,7 +199,7 @@ class ChatScreen(PaneKeys, Screen[None]):
             if session.epoch != epoch:  # a new session (F4, F6) began while this streamed: not its reply
                 continue
             await pane.apply(event)
-            if isinstance(event, Notice):
+            if isinstance(event, Notice) and not pane.hidden:  # a blind pane's notices wait for the reveal
                 self.notify(safe_text(event.message), title=safe_text(model.card.name), timeout=6, markup=False)
             elif isinstance(event, Finished):
                 pane.context = (model.n_past, model.n_ctx)  # what the model holds now, whatever the reply did
@@ -193,19 +208,27 @@ class ChatScreen(PaneKeys, Screen[None]):
             await pane.drop_reply()
 
     async def tick(self) -> None:
-        """Show what streamed since the last tick, in every pane at once: one layout
-        pass for all of them, not one per token."""
+        """Show what streamed since the last tick, in every pane at once: one frame for
+        all of them, not one per token."""
         wall, cpu = time.perf_counter(), time.process_time()
         share = (cpu - self._last_tick[1]) / max(wall - self._last_tick[0], 1e-3)
         self._last_tick = (wall, cpu)
-        if share > UI_CPU_BUDGET:
+        # Kept between 85% and 95% of the budget, over a few ticks (one that lays the screen out costs more):
+        # as fast as the budget allows, with some left for typing.
+        self.cpu_share += (share - self.cpu_share) / 4
+        if self.cpu_share > 0.95 * UI_CPU_BUDGET:
             self.stream_interval = min(SLOWEST, self.stream_interval * 1.25)
-        elif share < UI_CPU_BUDGET / 2:
+        elif self.cpu_share < 0.85 * UI_CPU_BUDGET:
             self.stream_interval = max(FASTEST, self.stream_interval / 1.25)
         with self.app.batch_update():
             for pane in list(self.panes.values()):
                 await pane.flush()
+            for _ in range(2):  # let the widgets changed above ask for their repaint within the batch:
+                await asyncio.sleep(0)  # one asked for after it costs a frame of its own
         self.set_timer(self.stream_interval, self.tick)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.query_one(SessionLines).fit(event.size.height)  # a short screen folds the lines above the panes
 
     def on_screen_resume(self) -> None:
         self.refresh_title()
@@ -272,6 +295,7 @@ class ChatScreen(PaneKeys, Screen[None]):
         self.query_one(SessionLines).show(self.session)
         for model_id, pane in self.panes.items():
             pane.overrides = self.override_text(model_id)
+        show_blind_panes(self.session, self.grid)
 
     # --- saving when the sessions folder fails ---------------------------------------------
 
@@ -309,7 +333,8 @@ class ChatScreen(PaneKeys, Screen[None]):
 
     def action_settings(self) -> None:
         session = self.session
-        current = Settings(session.params, session.model_params, session.conversation.system, session.few_shot)
+        system = session.conversation.system
+        current = Settings(session.params, session.model_params, system, session.few_shot, session.logprobs)
         self.app.push_screen(SettingsScreen(current, [model.card for model in session.models]), self.apply_settings)
 
     def apply_settings(self, changed: Settings | None) -> None:
@@ -319,10 +344,13 @@ class ChatScreen(PaneKeys, Screen[None]):
                 model_params=changed.model_params,
                 system=changed.system,
                 few_shot=changed.few_shot,
+                logprobs=changed.logprobs,
             )
         self.refresh_title()
 
     def action_models(self) -> None:
+        if hidden_refuses(self, self.session, "Changing the models"):
+            return
         current = [model.card for model in self.session.models]
         self.app.push_screen(ModelsScreen(self.catalog, current), self.apply_models)
 
@@ -339,11 +367,11 @@ class ChatScreen(PaneKeys, Screen[None]):
                 await self.add_pane(model)
         self.refresh_title()
 
-    async def start_over(self, scenario: Scenario | None = None) -> None:
-        """A new session (in `scenario`, if given): replies stop, panes empty, a replay's
-        original panes go."""
+    async def start_over(self, scenario: Scenario | None = None, blind: bool = False) -> None:
+        """A new session (in `scenario`, if given; `blind`: a blind one): replies stop, panes
+        empty, a replay's original panes go."""
         await self.action_cancel_all()
-        await self.session.start_over(scenario)
+        await self.session.start_over(scenario, blind)
         for key in [key for key, pane in self.panes.items() if pane.original]:
             await self.grid.remove_pane(key)
         for pane in self.panes.values():
@@ -376,6 +404,30 @@ class ChatScreen(PaneKeys, Screen[None]):
 
     def action_lab(self) -> None:
         self.app.push_screen(LabScreen(self.session, self.scenarios, self.sessions_dir))
+
+    def action_fold_lines(self) -> None:
+        self.query_one(SessionLines).toggle()
+
+    def action_diff(self) -> None:
+        diff_in_chat(self, self.grid, self.session, self.replay_of)
+
+    def action_token_probs(self) -> None:
+        probs_in_chat(self, self.grid, self.session, self.replay_of)
+
+    def action_leaderboard(self) -> None:
+        self.app.push_screen(LeaderboardScreen(self.sessions_dir))
+
+    async def action_blind(self) -> None:
+        await start_blind_session(self, self.session, lambda: self.start_over(blind=True), self.may_leave)
+
+    def action_vote(self) -> None:
+        vote(self, self.session, self.grid)
+
+    def action_guess(self) -> None:
+        guess(self, self.session, self.grid)
+
+    def action_reveal(self) -> None:
+        reveal(self, self.session, self.grid)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.BINDINGS))

@@ -33,6 +33,7 @@ from textual.widgets import (
     TabPane,
 )
 
+from tui import paths
 from tui.cards import ModelCard
 from tui.engine.base import Backend
 from tui.lab.chart import lineup, series_for, svg_report
@@ -76,12 +77,7 @@ def clock(seconds: float) -> str:
 
 def results_path(folder: Path) -> Path:
     """A new results file's path: `lab-YYYYMMDD-HHMMSS.jsonl`, `-2`, `-3`… when that second is taken."""
-    stem = f"lab-{datetime.now():%Y%m%d-%H%M%S}"
-    path, n = folder / f"{stem}.jsonl", 1
-    while path.exists():
-        n += 1
-        path = folder / f"{stem}-{n}.jsonl"
-    return path
+    return paths.new_file(folder, f"lab-{datetime.now():%Y%m%d-%H%M%S}", ".jsonl")
 
 
 class LabScreen(Screen[None]):

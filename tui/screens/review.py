@@ -17,7 +17,9 @@ from textual.widgets import Footer, Input, Label, Static
 
 from tui.cards import Catalog, ModelCard, card_from_record
 from tui.history import SessionRecord, load_record
+from tui.screens.diff import diff_in_review
 from tui.screens.messages import ResumeRequested, choose_replay
+from tui.screens.probs import probs_in_review
 from tui.textsafe import safe_text
 from tui.transcript import append_event
 from tui.widgets.grid import PaneGrid, PaneKeys
@@ -49,6 +51,8 @@ class ReviewScreen(PaneKeys, Screen[None]):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("b", "mark_best", "Best"),
         Binding("n", "note", "Note"),
+        Binding("d", "diff", "Diff"),
+        Binding("t,ctrl+t", "token_probs", "Token probs"),
         Binding("left_square_bracket", "turn(-1)", "◀ Turn"),
         Binding("right_square_bracket", "turn(1)", "Turn ▶"),
         Binding("left", "step(-1)", "◀ Pane", show=False),  # nothing here to type in: plain arrows switch panes
@@ -149,6 +153,14 @@ class ReviewScreen(PaneKeys, Screen[None]):
         view = pane.turn_view(turn)
         if reply is not None and view is not None:
             view.show_marks(reply.best, reply.notes)
+
+    def action_diff(self) -> None:
+        target = self.target()
+        diff_in_review(self, self.grid, self.record, target[1] if target else None)
+
+    def action_token_probs(self) -> None:
+        target = self.target()
+        probs_in_review(self, self.grid, self.record, target[1] if target else None)
 
     # --- leaving: resume or replay -------------------------------------------------------------
 

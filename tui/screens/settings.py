@@ -1,6 +1,7 @@
-"""Settings: the system prompt, and sampling parameters shared by all models or set for
-one model. The dialog returns the new settings (`dismiss`); the chat screen applies them
-to the session, from the next turn, and they are recorded in the transcript."""
+"""Settings: the system prompt, sampling parameters shared by all models or set for one
+model, and what is recorded with each reply (token probabilities). The dialog returns the
+new settings (`dismiss`); the chat screen applies them to the session, from the next turn,
+and they are recorded in the transcript."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static, TextArea
 
@@ -28,6 +29,7 @@ class Settings:
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # model id -> its own values
     system: str = ""
     few_shot: bool = True  # base models answer a scenario's items few-shot
+    logprobs: bool = False  # record each token's probability and its likeliest alternatives
 
 
 class SettingsScreen(ModalScreen[Settings | None]):
@@ -44,7 +46,7 @@ class SettingsScreen(ModalScreen[Settings | None]):
         self.scope = SHARED
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        with VerticalScroll(classes="dialog"):  # scrolls on a short screen (80x24), to Save
             yield Label("[b]Settings[/b] · they apply from the next turn and are saved in the transcript")
             yield Label("System prompt", classes="field-label")
             yield TextArea(self.current.system, id="system", soft_wrap=True)
@@ -60,6 +62,9 @@ class SettingsScreen(ModalScreen[Settings | None]):
                 "Base models answer a scenario's items few-shot (Q: … A: with solved examples), as in the lab",
                 self.current.few_shot,
                 id="few-shot",
+            )
+            yield Checkbox(
+                "Record token probabilities (Ctrl+T shows them; a little slower)", self.current.logprobs, id="logprobs"
             )
             yield Static("", classes="problem")
             with Horizontal(classes="buttons"):
@@ -127,7 +132,8 @@ class SettingsScreen(ModalScreen[Settings | None]):
             self.query_one(".problem", Static).update(Text(safe_text(str(error))))
             return
         system = self.query_one("#system", TextArea).text.strip()
-        self.dismiss(Settings(params, self.overrides, system, self.query_one("#few-shot", Checkbox).value))
+        few_shot, logprobs = (self.query_one(f"#{name}", Checkbox).value for name in ("few-shot", "logprobs"))
+        self.dismiss(Settings(params, self.overrides, system, few_shot, logprobs))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

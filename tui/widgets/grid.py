@@ -19,7 +19,6 @@ from textual.containers import Container, Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from tui.labels import params_label
 from tui.textsafe import safe_text
 from tui.widgets.pane import STATES, ModelPane
 
@@ -41,7 +40,7 @@ class PaneGrid(Vertical):
         yield Container(id="panes")
 
     def ordered(self) -> list[ModelPane]:
-        return sorted(self.panes.values(), key=lambda pane: (pane.original, pane.card.order))
+        return sorted(self.panes.values(), key=lambda pane: pane.place)  # by size, or a blind session's letters
 
     async def add(self, key: str, pane: ModelPane) -> None:
         self.panes[key] = pane
@@ -91,8 +90,7 @@ class PaneGrid(Vertical):
         line = Text()
         for index, pane in enumerate(self.ordered()):
             marker = "⟲ " if pane.original else ""
-            name = safe_text(pane.card.name.split(" ")[0])
-            label = f" {marker}{params_label(pane.card.params)} {name} {STATES[pane.state][0]} "
+            label = f" {marker}{safe_text(pane.short_label)} {STATES[pane.state][0]} "
             line.append(label, style="reverse bold" if index == self.current else "")
             line.append(" ")
         line.append(" Alt+←/→ switch · F5 zoom", style="dim")
@@ -139,6 +137,10 @@ class PaneGrid(Vertical):
         views = [view for view in pane.turns.children if view.has_class("turn")]
         anchor = next((v for v in reversed(views) if v.virtual_region.y <= top), None)
         return getattr(anchor, "turn", None)
+
+    def shown_turn(self, pane: ModelPane, last: int) -> int:
+        """The turn a pane shows of `last` turns: the latest while it shows its end, else the one at its top."""
+        return last if pane.at_end else (self.top_turn(pane) or last)
 
     def align_others_to(self, leader: ModelPane) -> None:
         """With sync on, scroll the other panes so that the turn at the top of `leader` is at their top."""

@@ -12,12 +12,11 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from markdown_it import MarkdownIt
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.reactive import reactive
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
 
 from tui.cards import ModelCard
 from tui.checks import CheckResult, Score
@@ -26,6 +25,7 @@ from tui.history import Reply
 from tui.labels import params_label, reply_stats, size_label, tokens_label
 from tui.session import Checked
 from tui.textsafe import safe_text
+from tui.widgets.streaming import ReplyMarkdown
 
 PaneState = Literal["waiting", "fetching", "loading", "ready", "thinking", "streaming", "done", "cancelled", "error"]
 STATES: dict[PaneState, str] = {
@@ -41,29 +41,29 @@ STATES: dict[PaneState, str] = {
 }
 ANSWERING: tuple[PaneState, ...] = ("thinking", "streaming")
 NOT_LOADED: tuple[PaneState, ...] = ("waiting", "fetching", "loading", "error")  # no model to answer (yet)
-
-
-def line_breaking_markdown() -> MarkdownIt:
-    """Markdown where a single newline breaks the line, as models mean it: terminal
-    output or a list written without a code block keeps its lines."""
-    return MarkdownIt("gfm-like", {"breaks": True})
+LIVE_NUMBERS_S = 0.5  # how often the footer's token count and speed change while a reply streams
 
 
 class TurnView(Vertical):
     """One user turn and this model's reply to it.
 
-    Streamed text is buffered and handed to the Markdown widget in batches by `flush`,
-    which the chat screen calls for every pane at once a few times a second: each
-    append re-parses the last Markdown block and makes Textual lay out the screen
-    again, so doing that per token for four panes would eat the CPU the models need.
+    Streamed text is buffered and handed to the reply's Markdown in batches by `flush`,
+    which the chat screen calls for every pane at once, several times a second: each
+    update redraws the reply's last block (see tui/widgets/streaming.py), so doing it
+    per token for four panes would take CPU the models need.
+    """
+
+    # No empty line for the numbers while the reply streams: each frame draws every widget on screen again.
+    DEFAULT_CSS = """
+    TurnView .reply-stats.-empty { display: none; }
     """
 
     def __init__(self, turn: int, prompt: str) -> None:
         super().__init__(id=f"turn-{turn}", classes="turn")
         self.turn = turn
         self.prompt = prompt
-        self.reply = Markdown("", classes="reply", parser_factory=line_breaking_markdown)
-        self.stats = Static("", classes="reply-stats")
+        self.reply = ReplyMarkdown(classes="reply")
+        self.stats = Static("", classes="reply-stats -empty")
         self.pending: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -85,12 +85,17 @@ class TurnView(Vertical):
 
     async def finish(self, done: Finished) -> None:
         await self.flush()
+        self.reply.end_room()
         for notice in done.notices:
             self.mount(Static(Text(f"ⓘ {safe_text(notice)}"), classes="notice"), before=self.stats)
         if done.error:
             self.mount(Static(Text(f"✗ {safe_text(done.error)}"), classes="error"), before=self.stats)
-        self.stats.update(Text(safe_text(" · ".join(reply_stats(done)))))
+        self.show_stats(Text(safe_text(" · ".join(reply_stats(done)))))
         self.set_class(done.status != "done", f"-{done.status}")
+
+    def show_stats(self, text: Text) -> None:
+        self.stats.update(text)
+        self.stats.remove_class("-empty")
 
     def show_marks(self, best: bool, notes: list[str]) -> None:
         """★ for a reply marked best, and any notes on it (review and resume)."""
@@ -117,6 +122,16 @@ class ModelPane(Vertical):
     context: reactive[tuple[int, int]] = reactive((0, 0))  # tokens in the model's context, of its size
     overrides: reactive[str] = reactive("")  # per-model sampling parameters, shown in the header
     score: reactive[Score | None] = reactive(None, always_update=True)  # in a scenario with checks; changes in place
+    letter: reactive[str] = reactive("")  # in a blind session, the pane's letter: "A" is "Model A"
+    hidden: reactive[bool] = reactive(False)  # blind, before the reveal: what would tell the model apart is hidden
+
+    # While hidden, a reply's numbers (speed, time to first token) and its notices and errors (which may
+    # name the model or its context size) are out of sight; the reveal shows them.
+    DEFAULT_CSS = """
+    ModelPane.-hidden {
+        .reply-stats, .notice, .error { display: none; }
+    }
+    """
 
     def __init__(self, card: ModelCard, original: bool = False) -> None:
         super().__init__(classes="pane")
@@ -128,6 +143,7 @@ class ModelPane(Vertical):
         self.set_reactive(ModelPane.context, (0, card.context))  # the card's size until the model says
         self.live_tokens = 0
         self.live_started = 0.0
+        self.live_shown = 0.0  # when the footer last showed the live numbers
         self.last: Finished | None = None  # the last reply's numbers, shown in the footer
         self.at_end = True  # the view shows the newest text, so new text is scrolled into view
         self.reply_view: TurnView | None = None  # the turn and reply begun last
@@ -157,27 +173,66 @@ class ModelPane(Vertical):
     def watch_score(self) -> None:
         self.refresh_header()
 
+    def watch_letter(self) -> None:
+        self.refresh_header()
+
+    def watch_hidden(self) -> None:
+        self.set_class(self.hidden, "-hidden")
+        self.refresh_header()
+        self.refresh_footer()
+
+    @property
+    def label(self) -> str:
+        """The model's name as shown: "Model A" while hidden."""
+        return f"Model {self.letter}" if self.hidden else self.card.name
+
+    @property
+    def short_label(self) -> str:
+        """The pane in the switcher line: "1.5B Qwen2.5" ("A 1.5B Qwen2.5" once revealed), "Model A" while hidden."""
+        if self.hidden:
+            return self.label
+        letter = f"{self.letter} " if self.letter else ""
+        return f"{letter}{params_label(self.card.params)} {self.card.name.split(' ')[0]}"
+
+    @property
+    def place(self) -> tuple[bool, bool, str, tuple[int, int]]:
+        """The pane's place among others: live models before a replay's originals, then by letter in a
+        blind session (its shuffled order), else by size."""
+        return (self.original, self.letter == "", self.letter, self.card.order)
+
     def watch_context(self) -> None:
         self.refresh_footer()
 
     def refresh_header(self) -> None:
         card = self.card
-        title = Text(("⟲ original: " if self.original else "") + safe_text(card.name), style="bold")
-        where = f"served by {card.endpoint.host}" if card.endpoint else f"{size_label(card.size)} · {card.family}"
-        facts = safe_text(f"{params_label(card.params)} · {card.quant} · {where}")
-        if not card.instruct and "base" not in card.name.lower():
-            facts += " · base model"
-        state = STATES[self.state] + (f" {self.progress}" if self.progress else "")
+        if self.hidden:  # a blind session before the reveal: nothing that tells the models apart
+            name, facts = self.label, "hidden until the reveal (Ctrl+N)"
+        else:
+            name = f"{self.letter} · {card.name}" if self.letter else card.name
+            where = f"served by {card.endpoint.host}" if card.endpoint else f"{size_label(card.size)} · {card.family}"
+            facts = safe_text(f"{params_label(card.params)} · {card.quant} · {where}")
+            if not card.instruct and "base" not in card.name.lower():
+                facts += " · base model"
+        title = Text(("⟲ original: " if self.original else "") + safe_text(name), style="bold")
+        # While hidden, no loading percentage: the largest file is the slowest to load.
+        state = STATES[self.state] + (f" {self.progress}" if self.progress and not self.hidden else "")
         if self.score is not None:
             state += f" · score {self.score}"
         lines = Text.assemble(title, "\n", (facts, "dim"), "\n", (state, "bold"))
-        if self.overrides:
+        if self.overrides and not self.hidden:
             lines.append(f"  {safe_text(self.overrides)}", style="italic")
         self.header.update(lines)
 
     def refresh_footer(self) -> None:
         used, size = self.context
         parts = []
+        if self.hidden:  # no speed, time to first token or context size: they tell the models apart
+            if self.state in ANSWERING:
+                parts.append(f"{self.live_tokens} tok")
+            elif self.last is not None:
+                parts += reply_stats(self.last)[:2]  # how it ended, and its tokens
+            self.footer.update(Text(" · ".join(parts) or "numbers hidden until the reveal"), layout=False)
+            return
         if self.state in ANSWERING:
             parts.append(f"{self.live_tokens} tok")
             elapsed = time.perf_counter() - self.live_started
@@ -252,20 +307,31 @@ class ModelPane(Vertical):
             await view.remove()
         if self.state in ANSWERING:
             self.state = "ready"
+        self.keep_end_in_view()  # no longer anchored
 
     async def flush(self) -> None:
-        """Show buffered text and live numbers (called a few times a second)."""
+        """Show buffered text (called several times a second), and the live numbers at most
+        every LIVE_NUMBERS_S: drawing the footer again costs about what a line of text does."""
+        now = time.perf_counter()
+        if self.state in ANSWERING and now - self.live_shown >= LIVE_NUMBERS_S:
+            self.live_shown = now
+            self.refresh_footer()
         if self.streaming is not None and await self.streaming.flush():
             self.keep_end_in_view()
-        if self.state in ANSWERING:
-            self.refresh_footer()
 
     # --- scrolling ------------------------------------------------------------------------------
 
     def keep_end_in_view(self) -> None:
-        """Scroll new text into view, unless the user has scrolled up to read."""
-        if self.at_end:
-            self.turns.call_after_refresh(self.turns.scroll_end, animate=False, immediate=True)
+        """Scroll new text into view, unless the user has scrolled up to read. While a reply
+        streams past the bottom, the view is anchored: it follows its end as the screen is laid
+        out, in the same frame (scrolling after the refresh draws every pane that grew twice).
+        Only then: anchored, text shorter than the view would be pushed down to its bottom.
+        Scrolling up releases the anchor; Textual anchors it again back at the end."""
+        turns = self.turns
+        if (anchored := self.at_end and self.streaming is not None and turns.max_scroll_y > 0) != turns.is_anchored:
+            turns.anchor(anchored)
+        if self.at_end and not anchored:
+            turns.call_after_refresh(turns.scroll_end, animate=False, immediate=True)
 
     def scrolled(self) -> None:
         """The view moved: new text is scrolled into view again only once it is back at the end."""
@@ -278,7 +344,7 @@ class ModelPane(Vertical):
         view = TurnView(turn, safe_text(prompt))
         await self.turns.mount(view)
         if reply is None:
-            view.stats.update(Text("(no reply to this turn)", style="dim"))
+            view.show_stats(Text("(no reply to this turn)", style="dim"))
             return
         done = reply.finished()
         view.write(done.text)
