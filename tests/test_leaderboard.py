@@ -366,6 +366,10 @@ def test_leaderboard_screen_snapshot(snap_compare, tmp_path: Path, size: tuple[i
         await loaded(pilot)
         await pilot.press("ctrl+k")
         await until(pilot, lambda: isinstance(app.screen, LeaderboardScreen) and table_rows(app.screen))
+        # A DataTable paints its rows a refresh after they are added: once on a busy CI machine the
+        # snapshot caught the table before that paint.
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=open_leaderboard)
