@@ -14,9 +14,10 @@ import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from tui.cards import ModelCard, Source
+from tui.cards import ModelCard
 from tui.engine.base import ModelLoadError, State
 from tui.engine.events import Finished, FirstToken, PromptReady, Scores, TextPiece, TurnEvent, TurnRequest
+from tui.sources import Source
 from tui.store import Progress
 
 Script = Callable[[TurnRequest], str]

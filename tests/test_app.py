@@ -14,8 +14,11 @@ from chat_app import (
     errors_in,
     loaded,
     make_app,
+    open_settings,
     reply_text,
+    save_settings,
     send,
+    send_and_wait,
     transcript_events,
 )
 from rich.console import Console
@@ -32,7 +35,6 @@ from tui.engine.local import Engine
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen, keys_table
 from tui.screens.scenarios import ScenarioScreen
-from tui.screens.settings import SettingsScreen
 from tui.session import Checked
 from tui.widgets.grid import PaneGrid
 from tui.widgets.pane import ModelPane
@@ -45,8 +47,7 @@ async def test_a_turn_streams_into_every_pane_in_size_order(tmp_path: Path) -> N
         panes = list(screen.query(ModelPane))
         assert [pane.card.id for pane in panes] == ["tiny", "mid", "big"]  # left to right
         assert [pane.region.x for pane in panes] == sorted(pane.region.x for pane in panes)
-        await send(pilot, "hello ladder")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "hello ladder", 1)
         for pane in panes:
             assert reply_text(pane, 1) == f"{pane.card.name} answers: hello ladder"
             assert pane.state == "done" and "tok" in str(pane.footer.render())
@@ -74,7 +75,8 @@ async def test_a_pane_shows_a_reply_from_its_events() -> None:
         await pane.apply(TextPiece("Hi", tokens=1))
         await pane.apply(TextPiece(" there", tokens=2))
         assert pane.state == "streaming" and pane.live_tokens == 3 and pane.context == (12, 4096)
-        await pane.flush()  # the buffered text, shown on the screen's next tick
+        pane.flush()  # the chat screen's tick shows the text held, and the live numbers twice a second
+        pane.refresh_footer()
         assert reply_text(pane, 1) == "Hi there" and "3 tok" in str(pane.footer.render())
         done = Finished("done", "stop", "Hi there", prompt_tokens=12, completion_tokens=3, ttft_s=0.1, tokens_per_s=9.5)
         await pane.apply(done)
@@ -147,8 +149,7 @@ async def test_narrow_terminal_shows_one_pane_with_a_switcher(tmp_path: Path) ->
         assert screen.query_one("#switcher").display
         await pilot.press("alt+right", "alt+right")
         assert [pane.card.id for pane in screen.query(ModelPane) if pane.display] == ["big"]
-        await send(pilot, "hi")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "hi", 1)
         assert reply_text(screen.panes["big"], 1).endswith("hi")
 
 
@@ -156,23 +157,17 @@ async def test_settings_change_applies_to_the_next_turn_and_is_recorded(tmp_path
     app, models = make_app(tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
         await loaded(pilot)
-        await send(pilot, "first")
-        await all_answered(pilot, 1)
-        await pilot.press("f2")
-        await until(pilot, lambda: isinstance(app.screen, SettingsScreen), what="the settings dialog")
-        settings = app.screen
-        assert isinstance(settings, SettingsScreen)
+        await send_and_wait(pilot, "first", 1)
+        settings = await open_settings(pilot)
         settings.query_one("#param-temperature", Input).value = "0.2"
         settings.query_one("#param-seed", Input).value = "99"
         settings.query_one("#system", TextArea).text = "Be terse."
         settings.query_one("#scope", Select).value = "big"
         await until(pilot, lambda: settings.scope == "big", what="the big model's own parameters")
         settings.query_one("#param-max_tokens", Input).value = "3"
-        await pilot.press("ctrl+s")
-        await until(pilot, lambda: isinstance(app.screen, ChatScreen), what="the dialog closed")
+        await save_settings(pilot)
         assert "temp 0.2" in str(chat(app).query_one("#settings-line").render())
-        await send(pilot, "second turn here")
-        await all_answered(pilot, 2)
+        await send_and_wait(pilot, "second turn here", 2)
     assert models["tiny"].requests[0].params.temperature == 0.7
     second = models["tiny"].requests[1]
     assert second.params.temperature == 0.2 and second.params.seed == 99
@@ -190,9 +185,8 @@ async def test_cancelling_the_settings_dialog_changes_nothing(tmp_path: Path) ->
     app, _ = make_app(tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
         await loaded(pilot)
-        await pilot.press("f2")
-        await until(pilot, lambda: isinstance(app.screen, SettingsScreen), what="the settings dialog")
-        app.screen.query_one("#param-temperature", Input).value = "0.2"
+        settings = await open_settings(pilot)
+        settings.query_one("#param-temperature", Input).value = "0.2"
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, ChatScreen), what="the dialog closed")
         assert app.session.params.temperature == 0.7
@@ -247,13 +241,11 @@ async def test_adding_a_model_mid_session_gives_it_the_history(tmp_path: Path) -
     app.config.catalog.cards["new"] = newcomer
     async with app.run_test(size=(200, 50)) as pilot:
         await loaded(pilot)
-        await send(pilot, "remember seven")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "remember seven", 1)
         await chat(app).apply_models([*LADDER[:2], newcomer])
         await loaded(pilot)
         assert [p.card.id for p in chat(app).query(ModelPane)] == ["tiny", "new", "big"]
-        await send(pilot, "what number")
-        await all_answered(pilot, 2)
+        await send_and_wait(pilot, "what number", 2)
     history = models["new"].requests[0].messages
     # The newcomer sees the first turn, answered by the largest model, then the new turn.
     assert [m["role"] for m in history] == ["user", "assistant", "user"]
@@ -265,15 +257,13 @@ async def test_new_session_starts_a_new_transcript(tmp_path: Path) -> None:
     app, models = make_app(tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
         screen = await loaded(pilot)
-        await send(pilot, "first session")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "first session", 1)
         first = app.session.transcript.path
         await pilot.press("f4")
         await until(
             pilot, lambda: all(pane.turn_view(1) is None for pane in screen.panes.values()), what="the panes emptied"
         )
-        await send(pilot, "second session")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "second session", 1)
         assert app.session.transcript.path != first
         assert models["tiny"].requests[-1].messages == [{"role": "user", "content": "second session"}]
 

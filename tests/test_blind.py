@@ -6,11 +6,20 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
 import pytest
-from chat_app import all_answered, chat, loaded, send, transcript_events
+from chat_app import (
+    FixedClock,
+    all_answered,
+    ask_the_emoji_question,
+    chat,
+    loaded,
+    screenshot_app,
+    send,
+    send_and_wait,
+    transcript_events,
+)
 from scripted import ScriptedModel, card
 from textual.widgets import OptionList
 from textual.widgets._toast import Toast
@@ -27,7 +36,6 @@ from tui.history import load_record
 from tui.screens.chat import ChatScreen
 from tui.screens.models import ModelsScreen
 from tui.screens.vote import ChoiceScreen
-from tui.widgets.composer import Composer
 
 LADDER = [
     card("tiny", 100_000_000, "Tiny 100M"),
@@ -140,8 +148,7 @@ async def test_a_blind_session_shows_its_panes_in_the_drawn_order_and_records_it
         left_to_right = sorted(screen.panes.values(), key=lambda pane: pane.region.x)
         assert [pane.card.id for pane in left_to_right] == ORDER
         assert [pane.label for pane in left_to_right] == ["Model A", "Model B", "Model C"]
-        await send(pilot, "hello")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "hello", 1)
     header = transcript_events(app)[0]
     assert header["blind"] == {"order": ORDER, "seed": SEED}
 
@@ -176,8 +183,7 @@ async def test_votes_guesses_and_the_reveal_are_saved_with_the_models_ids(tmp_pa
     app = blind_app(tmp_path)
     async with app.run_test(size=(200, 50), notifications=True) as pilot:
         await loaded(pilot)
-        await send(pilot, "hello")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "hello", 1)
         await choose(pilot, "ctrl+v")
         await answer(pilot, "b")  # Model B: the big one
         await choose(pilot, "ctrl+g")
@@ -188,8 +194,7 @@ async def test_votes_guesses_and_the_reveal_are_saved_with_the_models_ids(tmp_pa
         await answer(pilot, "enter")  # the highlighted choice: reveal
         assert "guesses 1/1 right" in str(chat(app).query_one("#title").render())
         assert "Your guess, Model B (Big 1.5B): right" in toasts(app)
-        await send(pilot, "again")
-        await all_answered(pilot, 2)
+        await send_and_wait(pilot, "again", 2)
         await choose(pilot, "ctrl+v")
         await answer(pilot, "t")
     events = [event for event in transcript_events(app) if event["type"] in ("vote", "guess", "reveal")]
@@ -216,8 +221,7 @@ async def test_the_vote_dialog_has_a_key_per_pane_tie_and_all_bad(tmp_path: Path
         await loaded(pilot)
         await choose(pilot, "ctrl+v", expect_dialog=False)
         await until(pilot, lambda: "Nothing to vote on yet" in toasts(app), what="no turn to vote on")
-        await send(pilot, "hello")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "hello", 1)
         await choose(pilot, "ctrl+v")
         options = app.screen.query_one(OptionList)
         lines = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
@@ -265,8 +269,7 @@ async def test_ctrl_b_starts_a_new_blind_session_and_f4_a_plain_one(tmp_path: Pa
     async with app.run_test(size=(200, 50), notifications=True) as pilot:
         screen = await loaded(pilot)
         assert app.session.blind is None and screen.panes["tiny"].label == "Tiny 100M"
-        await send(pilot, "hello")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "hello", 1)
         first = app.session.transcript.path
         await pilot.press("ctrl+b")
         await until(pilot, lambda: app.session.blind is not None, what="a blind session")
@@ -275,8 +278,7 @@ async def test_ctrl_b_starts_a_new_blind_session_and_f4_a_plain_one(tmp_path: Pa
         left_to_right = sorted(screen.panes.values(), key=lambda pane: pane.region.x)
         await until(pilot, lambda: sorted(screen.panes.values(), key=lambda p: p.region.x)[0].card.id == blind.order[0])
         assert all(pane.hidden for pane in left_to_right) and not screen.query(".turn")
-        await send(pilot, "hello")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "hello", 1)
         assert app.session.transcript.path != first
         assert transcript_events(app)[0]["blind"] == blind.header()
         await pilot.press("f4")
@@ -337,59 +339,24 @@ async def test_a_hidden_panes_notices_and_errors_wait_for_the_reveal(tmp_path: P
 
 # --- snapshots ------------------------------------------------------------------------------------
 
-SNAPSHOT_LADDER = [
-    card("smol", 135_000_000, "Smol 135M"),
-    card("base", 270_000_000, "Base 270M"),
-    card("coder", 500_000_000, "Coder 0.5B"),
-    card("coder-big", 1_500_000_000, "Coder 1.5B"),
-]
-SNAPSHOT_REPLIES = {
-    "smol": "🐠🐟🐡🌊 🐠🐟🐡🌊 🐠🐟🐡🌊",
-    "base": "What movie do these emoji describe? The ocean.",
-    "coder": "These emoji describe **the ocean**.",
-    "coder-big": "These emoji describe *Finding Nemo* (2003).",
-}
-
-
-class FixedClock(datetime):
-    @classmethod
-    def now(cls, tz=None):  # type: ignore[no-untyped-def]
-        return datetime(2026, 11, 28, 10, 15, 3, tzinfo=tz)
-
 
 @pytest.fixture
 def snapshot_app(monkeypatch: pytest.MonkeyPatch) -> LadderApp:
     monkeypatch.setattr(transcript, "datetime", FixedClock)
-    config = AppConfig(
-        catalog=Catalog(),
-        cards=SNAPSHOT_LADDER,
-        lineup="offline",
-        sessions_dir=Path("sessions"),
-        make_backend=lambda c: ScriptedModel(c, script=lambda request: SNAPSHOT_REPLIES[c.id]),
-        engine_info={"schedule": "baton", "cores": 2},
-    )
-    app = LadderApp(config)
+    app = screenshot_app()
     app.session.start_blind(2)  # base, coder, coder-big, smol
     return app
 
 
-async def blind_turn(pilot) -> None:  # type: ignore[no-untyped-def]
-    screen = await loaded(pilot)
-    screen.query_one("#composer", Composer).cursor_blink = False  # a blinking cursor differs by run
-    await pilot.press(*"What movie do these emoji describe?", "enter")
-    await all_answered(pilot, 1)
-    await pilot.pause()  # the last replies drawn (the screenshot is taken after one more)
-
-
 async def vote_dialog(pilot) -> None:  # type: ignore[no-untyped-def]
-    await blind_turn(pilot)
+    await ask_the_emoji_question(pilot)
     await choose(pilot, "ctrl+v")
     await pilot.pause()
 
 
 @pytest.mark.parametrize("size", [(200, 50), (80, 24)])
 def test_blind_chat(snap_compare, snapshot_app: LadderApp, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
-    assert snap_compare(snapshot_app, terminal_size=size, run_before=blind_turn)
+    assert snap_compare(snapshot_app, terminal_size=size, run_before=ask_the_emoji_question)
 
 
 @pytest.mark.parametrize("size", [(200, 50), (80, 24)])

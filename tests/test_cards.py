@@ -7,17 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tui.cards import (
-    Endpoint,
-    PypiPart,
-    SelectionError,
-    Source,
-    builtin_cards_dir,
-    card_from_record,
-    load_catalog,
-    select_models,
-)
+from tui.cards import SelectionError, builtin_cards_dir, card_from_record, load_catalog, select_models
 from tui.engine.endpoints import card_for, params_from_name
+from tui.sources import Endpoint, PypiPart, Source
 
 SHA = "ab" * 32
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -9,7 +9,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 import pytest
-from chat_app import all_answered, answered, chat, loaded, send
+from chat_app import all_answered, answered, chat, loaded, open_screen, send, send_and_wait
 from rich.text import Text
 from scripted import ScriptedModel, card
 from textual.widgets import Static
@@ -27,13 +27,26 @@ from tui.screens.review import ReviewScreen
 # --- the segments ------------------------------------------------------------------------------------
 
 
+def equal(a: str, b: str | None = None) -> Segment:
+    """Words both texts share; `b`: as the second text writes them, where its whitespace differs."""
+    return Segment("equal", a, a if b is None else b)
+
+
+def delete(a: str) -> Segment:
+    return Segment("delete", a, "")
+
+
+def insert(b: str) -> Segment:
+    return Segment("insert", "", b)
+
+
 def test_a_changed_word_is_a_delete_then_an_insert_between_the_shared_runs() -> None:
     diff = diff_words("The film is Finding Nemo, a story about fish.", "The film is Finding Dory, a story about fish.")
     assert diff.segments == [
-        Segment("equal", "The film is Finding ", "The film is Finding "),
-        Segment("delete", "Nemo, ", ""),
-        Segment("insert", "", "Dory, "),
-        Segment("equal", "a story about fish.", "a story about fish."),
+        equal("The film is Finding "),
+        delete("Nemo, "),
+        insert("Dory, "),
+        equal("a story about fish."),
     ]
     assert (diff.words_a, diff.words_b, diff.same, diff.first_difference) == (9, 9, 8, 5)
     assert diff.ratio == pytest.approx(8 / 9)
@@ -41,18 +54,13 @@ def test_a_changed_word_is_a_delete_then_an_insert_between_the_shared_runs() -> 
 
 def test_words_only_one_text_has_are_a_lone_delete_or_insert() -> None:
     diff = diff_words("one two three four", "one three four five six")
-    assert diff.segments == [
-        Segment("equal", "one ", "one "),
-        Segment("delete", "two ", ""),
-        Segment("equal", "three four", "three four "),
-        Segment("insert", "", "five six"),
-    ]
+    assert diff.segments == [equal("one "), delete("two "), equal("three four", "three four "), insert("five six")]
     assert diff.first_difference == 2
 
 
 def test_a_text_that_only_goes_on_further_parts_one_past_the_other_s_last_word() -> None:
     diff = diff_words("Paris is the capital", "Paris is the capital of France.")
-    assert diff.segments[-1] == Segment("insert", "", "of France.")
+    assert diff.segments[-1] == insert("of France.")
     assert diff.first_difference == 5
 
 
@@ -61,12 +69,12 @@ def test_each_word_keeps_its_own_whitespace_and_a_change_of_spacing_alone_is_no_
     b = "  ```python\ndef f():\n  return 1\n```\n"
     diff = diff_words(a, b)
     assert diff.identical and diff.first_difference is None and diff.ratio == 1.0
-    assert diff.segments == [Segment("equal", a, b.lstrip())]  # whitespace before the first word is dropped
+    assert diff.segments == [equal(a, b.lstrip())]  # whitespace before the first word is dropped
 
 
 def test_identical_replies() -> None:
     diff = diff_words("Finding Nemo (2003).", "Finding Nemo (2003).")
-    assert diff.identical and diff.segments == [Segment("equal", "Finding Nemo (2003).", "Finding Nemo (2003).")]
+    assert diff.identical and diff.segments == [equal("Finding Nemo (2003).")]
     assert (diff.same, diff.ratio, diff.first_difference) == (3, 1.0, None)
 
 
@@ -74,7 +82,7 @@ def test_empty_replies() -> None:
     both = diff_words("", "  \n")
     assert both.segments == [] and both.identical and both.ratio == 1.0 and both.first_difference is None
     one = diff_words("", "Finding Nemo")
-    assert one.segments == [Segment("insert", "", "Finding Nemo")]
+    assert one.segments == [insert("Finding Nemo")]
     assert (one.ratio, one.first_difference, one.identical) == (0.0, 1, False)
 
 
@@ -202,11 +210,7 @@ def styled(screen: DiffScreen, widget_id: str, style: str) -> list[str]:
 
 
 async def open_diff(pilot, key: str = "ctrl+d") -> DiffScreen:  # type: ignore[no-untyped-def]
-    await pilot.press(key)
-    await until(pilot, lambda: isinstance(pilot.app.screen, DiffScreen), what="the diff view")
-    view = pilot.app.screen
-    assert isinstance(view, DiffScreen)
-    return view
+    return await open_screen(pilot, key, DiffScreen, "the diff view")
 
 
 async def test_ctrl_d_shows_the_current_pane_s_reply_beside_the_next_one_and_arrows_pick_the_other(
@@ -214,8 +218,7 @@ async def test_ctrl_d_shows_the_current_pane_s_reply_beside_the_next_one_and_arr
 ) -> None:
     async with make_app(tmp_path).run_test(size=(160, 40)) as pilot:
         await loaded(pilot)
-        await send(pilot, "which film")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "which film", 1)
         view = await open_diff(pilot)
         assert "Diff · turn 1 · Tiny 100M ⟷ Mid 500M" in shown(view, "#diff-title")
         assert shown(view, "#diff-summary") == (
@@ -269,8 +272,7 @@ async def test_ctrl_d_before_any_turn_or_with_one_pane_says_why_not_in_one_line(
 
         await pilot.press("ctrl+d")
         await until(pilot, lambda: told("No turn yet: send one, then Ctrl+D"), what="the message")
-        await send(pilot, "which film")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "which film", 1)
         await pilot.press("ctrl+d")
         await until(pilot, lambda: told("Only one pane: a diff needs two replies to compare"), what="the message")
         assert isinstance(app.screen, ChatScreen)
@@ -282,8 +284,7 @@ async def test_in_a_blind_session_the_view_names_the_panes_by_letter_only(tmp_pa
         screen = await loaded(pilot)
         await pilot.press("ctrl+b")  # a new blind session
         await until(pilot, lambda: all(pane.hidden for pane in screen.panes.values()), what="the names hidden")
-        await send(pilot, "which film")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "which film", 1)
         current = screen.grid.current_pane()
         assert current is not None and current.label.startswith("Model ")
         view = await open_diff(pilot)
@@ -299,8 +300,7 @@ async def test_d_in_review_compares_the_saved_replies_to_the_turn_shown(tmp_path
     app = make_app(tmp_path)
     async with app.run_test(size=(160, 40)) as pilot:
         await loaded(pilot)
-        await send(pilot, "which film")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "which film", 1)
         assert app.session.transcript.path is not None
         record = load_record(app.session.transcript.path)
         review = ReviewScreen(record, Catalog(), [])
@@ -330,8 +330,7 @@ def test_diff_view_snapshot(snap_compare, tmp_path: Path, size: tuple[int, int])
 
     async def diff_after_one_turn(pilot) -> None:  # type: ignore[no-untyped-def]
         await loaded(pilot)
-        await send(pilot, "What movie do these emoji describe?")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "What movie do these emoji describe?", 1)
         await open_diff(pilot)
         await pilot.pause()
 

@@ -14,10 +14,11 @@ import pytest
 from waiting import eventually
 
 from tui import store
-from tui.cards import ModelCard, Source, load_catalog
+from tui.cards import ModelCard, load_catalog
 from tui.engine.base import ModelLoadError
 from tui.engine.events import Finished, FirstToken, Notice, PromptReady, SamplingParams, TextPiece, TurnRequest
 from tui.engine.local import Engine, LocalModel
+from tui.sources import Source
 
 pytestmark = pytest.mark.model
 

@@ -10,16 +10,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from chat_app import all_answered, loaded, make_app, send, transcript_events
+from chat_app import (
+    loaded,
+    make_app,
+    open_settings,
+    save_settings,
+    send_and_wait,
+    transcript_events,
+)
 from scripted import ScriptedModel, card
 from textual.widgets import Checkbox
-from waiting import until
 
+from tui.conversation import FEW_SHOT_NOTICE
 from tui.engine.events import Finished
 from tui.scenario import load_scenarios
-from tui.screens.chat import ChatScreen
-from tui.screens.settings import SettingsScreen
-from tui.session import FEW_SHOT_NOTICE, Session
+from tui.session import Session
 
 
 def _session(tmp_path: Path, few_shot: bool = True) -> tuple[Session, ScriptedModel, ScriptedModel]:
@@ -83,14 +88,11 @@ async def test_the_settings_dialog_turns_few_shot_off_and_the_transcript_records
     app, _ = make_app(tmp_path)
     async with app.run_test(size=(200, 50)) as pilot:
         await loaded(pilot)
-        await send(pilot, "first")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "first", 1)
         assert app.session.few_shot
-        await pilot.press("f2")
-        await until(pilot, lambda: isinstance(app.screen, SettingsScreen), what="the settings dialog")
-        app.screen.query_one("#few-shot", Checkbox).value = False
-        await pilot.press("ctrl+s")
-        await until(pilot, lambda: isinstance(app.screen, ChatScreen), what="the dialog closed")
+        settings = await open_settings(pilot)
+        settings.query_one("#few-shot", Checkbox).value = False
+        await save_settings(pilot)
         assert not app.session.few_shot
     change = next(event for event in transcript_events(app) if event["type"] == "settings")
     assert change["few_shot"] is False

@@ -5,76 +5,41 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import datetime
-from pathlib import Path
 
 import pytest
-from chat_app import all_answered, loaded
-from scripted import ScriptedModel, card
+from chat_app import EMOJI_REPLIES, SCREENSHOT_LADDER, FixedClock, ask_the_emoji_question, loaded, screenshot_app
 from textual.widgets import DataTable, Input, SelectionList, TabbedContent
 from waiting import until
 
 from tui import transcript
-from tui.app import AppConfig, LadderApp
-from tui.cards import Catalog
+from tui.app import LadderApp
 from tui.engine.events import TurnRequest
 from tui.scenario import load_scenarios
 from tui.screens import lab
 from tui.screens.lab import LabScreen
-from tui.widgets.composer import Composer
 
-LADDER = [
-    card("smol", 135_000_000, "Smol 135M"),
-    card("base", 270_000_000, "Base 270M"),
-    card("coder", 500_000_000, "Coder 0.5B"),
-    card("coder-big", 1_500_000_000, "Coder 1.5B"),
-]
-REPLIES = {
-    "smol": "🐠🐟🐡🌊 🐠🐟🐡🌊 🐠🐟🐡🌊",
-    "base": "What movie do these emoji describe? The ocean.",
-    "coder": "These emoji describe **the ocean**.",
+REPLIES = {  # the largest model's reply shows a code block too
+    **EMOJI_REPLIES,
     "coder-big": "These emoji describe *Finding Nemo* (2003):\n\n```text\nclownfish, blue tang, pufferfish, ocean\n```",
 }
-
-
-class FixedClock(datetime):
-    @classmethod
-    def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
-        return datetime(2026, 11, 28, 10, 15, 3, tzinfo=tz)
 
 
 @pytest.fixture
 def app(monkeypatch: pytest.MonkeyPatch) -> LadderApp:
     monkeypatch.setattr(transcript, "datetime", FixedClock)
-    config = AppConfig(
-        catalog=Catalog(),
-        cards=LADDER,
-        lineup="offline",
-        sessions_dir=Path("sessions"),
-        make_backend=lambda c: ScriptedModel(c, script=lambda request: REPLIES[c.id]),
-        engine_info={"schedule": "baton", "cores": 2},
-    )
-    return LadderApp(config)
-
-
-async def ask(pilot) -> None:  # type: ignore[no-untyped-def]
-    screen = await loaded(pilot)
-    screen.query_one("#composer", Composer).cursor_blink = False  # a blinking cursor differs by run
-    await pilot.press(*"What movie do these emoji describe?", "enter")
-    await all_answered(pilot, 1)
-    await pilot.pause()  # the last replies drawn (the screenshot is taken after one more)
+    return screenshot_app(lambda model_id, request: REPLIES[model_id])
 
 
 @pytest.mark.parametrize("size", [(200, 50), (80, 24)])
 def test_layout(snap_compare, app: LadderApp, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
-    assert snap_compare(app, terminal_size=size, run_before=ask)
+    assert snap_compare(app, terminal_size=size, run_before=ask_the_emoji_question)
 
 
 # --- the Lab screen after a finished run ---------------------------------------------------------
 
 SCENARIOS, _ = load_scenarios()
 FILMS = {item.answer for item in SCENARIOS["emoji-movie-choices"].items}
-LAB_LADDER = [replace(c, instruct=False) if c.id == "base" else c for c in LADDER]  # a base model: few-shot
+LAB_LADDER = [replace(c, instruct=False) if c.id == "base" else c for c in SCREENSHOT_LADDER]  # a base model: few-shot
 
 
 def quiz_reply(model_id: str, request: TurnRequest) -> str:
@@ -98,16 +63,7 @@ def quiz_reply(model_id: str, request: TurnRequest) -> str:
 @pytest.fixture
 def lab_app(monkeypatch: pytest.MonkeyPatch) -> LadderApp:
     monkeypatch.setattr(lab, "datetime", FixedClock)
-    config = AppConfig(
-        catalog=Catalog(),
-        cards=LAB_LADDER,
-        lineup="offline",
-        sessions_dir=Path("sessions"),
-        make_backend=lambda c: ScriptedModel(c, script=lambda request: quiz_reply(c.id, request)),
-        engine_info={"schedule": "baton", "cores": 2},
-        scenarios=SCENARIOS,
-    )
-    return LadderApp(config)
+    return screenshot_app(quiz_reply, LAB_LADDER, scenarios=SCENARIOS)
 
 
 async def lab_run(pilot) -> None:  # type: ignore[no-untyped-def]

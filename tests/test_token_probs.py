@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from chat_app import all_answered, chat, loaded, send
+from chat_app import chat, loaded, open_screen, open_settings, save_settings, send_and_wait
 from scripted import ScriptedModel, card, word_probs
 from servers import MODEL_ALIAS, Connect, LlamaServer, ScriptedServer, stream, text_chunks
 from textual.widgets import Checkbox
@@ -32,7 +32,6 @@ from tui.history import load_record
 from tui.screens.chat import ChatScreen
 from tui.screens.probs import ProbsScreen, ReplyProbs, Spans, divergence
 from tui.screens.review import ReviewScreen
-from tui.screens.settings import SettingsScreen
 from tui.session import Session, resume
 from tui.store import ensure_file
 from tui.transcript import append_event
@@ -301,11 +300,21 @@ def make_app(tmp_path: Path) -> LadderApp:
 
 async def record_from_settings(pilot) -> None:  # type: ignore[no-untyped-def]
     """Turn recording on as a person would: the Settings dialog's checkbox."""
-    await pilot.press("f2")
-    await until(pilot, lambda: isinstance(pilot.app.screen, SettingsScreen), what="the settings dialog")
-    pilot.app.screen.query_one("#logprobs", Checkbox).value = True
-    await pilot.press("ctrl+s")
-    await until(pilot, lambda: isinstance(pilot.app.screen, ChatScreen), what="the dialog closed")
+    settings = await open_settings(pilot)
+    settings.query_one("#logprobs", Checkbox).value = True
+    await save_settings(pilot)
+
+
+async def a_recorded_turn(pilot) -> None:  # type: ignore[no-untyped-def]
+    """Once the models have loaded, turn recording on and send one turn; wait for every reply."""
+    await loaded(pilot)
+    await record_from_settings(pilot)
+    await send_and_wait(pilot, "which film", 1)
+
+
+async def open_the_view(pilot, key: str = "ctrl+t") -> ProbsScreen:  # type: ignore[no-untyped-def]
+    """Press `key` (Ctrl+T in chat, t in review) and wait for the token probabilities view."""
+    return await open_screen(pilot, key, ProbsScreen, "the view")
 
 
 def shown(screen: ProbsScreen, selector: str) -> str:
@@ -323,8 +332,7 @@ async def test_ctrl_t_on_a_reply_not_recorded_says_so_and_how_to_turn_recording_
         await loaded(pilot)
         await pilot.press("ctrl+t")
         await until(pilot, lambda: told(app, "No turn yet: send one, then Ctrl+T"), what="the no-turn message")
-        await send(pilot, "which film")
-        await all_answered(pilot, 1)
+        await send_and_wait(pilot, "which film", 1)
         await pilot.press("ctrl+t")
         expected = "Tiny 100M's reply to turn 1 was not recorded with token probabilities: turn on"
         await until(pilot, lambda: told(app, expected) and told(app, "--logprobs"), what="the not-recorded message")
@@ -334,14 +342,8 @@ async def test_ctrl_t_on_a_reply_not_recorded_says_so_and_how_to_turn_recording_
 async def test_the_view_moves_token_by_token_shows_alternatives_and_jumps_to_the_divergence(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     async with app.run_test(size=(160, 40)) as pilot:
-        await loaded(pilot)
-        await record_from_settings(pilot)
-        await send(pilot, "which film")
-        await all_answered(pilot, 1)
-        await pilot.press("ctrl+t")
-        await until(pilot, lambda: isinstance(app.screen, ProbsScreen), what="the view")
-        view = app.screen
-        assert isinstance(view, ProbsScreen)
+        await a_recorded_turn(pilot)
+        view = await open_the_view(pilot)
         assert "Token probabilities · turn 1 · Tiny 100M · compared with Mid 500M" in shown(view, "#probs-title")
         assert all(label in shown(view, "#probs-legend") for label in ("≥90%", "50–90%", "20–50%", "<20%"))
         assert shown(view, "#probs-details").startswith('Token 1 of 9: "These" 98.0% (log-prob -0.020)')
@@ -375,32 +377,24 @@ async def test_the_view_moves_token_by_token_shows_alternatives_and_jumps_to_the
 async def test_t_in_review_shows_the_saved_probabilities(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     async with app.run_test(size=(160, 40)) as pilot:
-        await loaded(pilot)
-        await record_from_settings(pilot)
-        await send(pilot, "which film")
-        await all_answered(pilot, 1)
+        await a_recorded_turn(pilot)
         review = ReviewScreen(load_record(chat(app).session.transcript.path), Catalog(), [])
         await app.push_screen(review)
         await until(pilot, lambda: all(p.last is not None for p in review.grid.panes.values()), what="the review")
         await pilot.press("right")  # the middle pane
-        await pilot.press("t")
-        await until(pilot, lambda: isinstance(app.screen, ProbsScreen), what="the view")
-        assert "turn 1 · Mid 500M" in shown(app.screen, "#probs-title")  # type: ignore[arg-type]
-        assert shown(app.screen, "#probs-details").startswith('Token 1 of 10: "These"')  # type: ignore[arg-type]
+        view = await open_the_view(pilot, "t")
+        assert "turn 1 · Mid 500M" in shown(view, "#probs-title")
+        assert shown(view, "#probs-details").startswith('Token 1 of 10: "These"')
 
 
 async def test_in_a_blind_session_the_view_names_the_panes_by_letter(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     app.session.start_blind(7)
     async with app.run_test(size=(160, 40)) as pilot:
-        await loaded(pilot)
-        await record_from_settings(pilot)
-        await send(pilot, "which film")
-        await all_answered(pilot, 1)
-        await pilot.press("ctrl+t")
-        await until(pilot, lambda: isinstance(app.screen, ProbsScreen), what="the view")
+        await a_recorded_turn(pilot)
+        view = await open_the_view(pilot)
         await pilot.press("d")
-        seen = shown(app.screen, "#probs-title") + shown(app.screen, "#probs-details")  # type: ignore[arg-type]
+        seen = shown(view, "#probs-title") + shown(view, "#probs-details")
         assert re.search(
             r"turn 1 · Model [ABC] · compared with Model [ABC] .*Parts from Model [ABC] here", seen, re.DOTALL
         )
@@ -412,12 +406,8 @@ def test_token_probs_view_snapshot(snap_compare, tmp_path: Path, size: tuple[int
     app = make_app(tmp_path)
 
     async def view_at_the_divergence(pilot) -> None:  # type: ignore[no-untyped-def]
-        await loaded(pilot)
-        await record_from_settings(pilot)
-        await send(pilot, "which film")
-        await all_answered(pilot, 1)
-        await pilot.press("ctrl+t")
-        await until(pilot, lambda: isinstance(app.screen, ProbsScreen), what="the view")
+        await a_recorded_turn(pilot)
+        await open_the_view(pilot)
         await pilot.press("d")
         await pilot.pause()
 

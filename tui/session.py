@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,10 @@ from typing import Any
 from tui import __version__
 from tui.blind import Blind, GuessScore, refusal
 from tui.checks import CheckResult, Item, Score, run_check
+from tui.conversation import FEW_SHOT_NOTICE, Conversation
 from tui.engine.base import Backend, ModelLoadError
-from tui.engine.events import Finished, Message, SamplingParams, TurnEvent, TurnRequest
+from tui.engine.events import Finished, SamplingParams, TurnEvent
 from tui.history import SessionRecord, saved_params
-from tui.lab.tasks import FEW_SHOT_STOP, chat_few_shot
 from tui.scenario import Scenario
 from tui.store import Progress
 from tui.transcript import TranscriptError, TranscriptWriter
@@ -30,41 +30,6 @@ class Checked:
 
     result: CheckResult
     score: Score
-
-
-@dataclass
-class Conversation:
-    system: str = ""
-    opening: tuple[tuple[str, str], ...] = ()  # a scenario's few-shot turns, seen by every model
-    user_turns: list[str] = field(default_factory=list)
-    replies: dict[str, dict[int, str]] = field(default_factory=dict)  # model id -> turn -> text
-
-    def messages_for(self, model_id: str, largest_first: list[str], upto: int | None = None) -> list[Message]:
-        """The history as this model sees it, ending with user turn `upto` (default: the last).
-
-        A model sees its own replies. For a turn it did not answer (it joined later, or
-        was still loading) it sees the reply of the largest model that did, so that a
-        newcomer gets a coherent conversation; failing that, an empty reply, because
-        chat templates need user and assistant turns to alternate.
-        """
-        upto = len(self.user_turns) if upto is None else upto
-        messages: list[Message] = [{"role": "system", "content": self.system}] if self.system else []
-        for user, assistant in self.opening:
-            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-        for turn, text in enumerate(self.user_turns[:upto], start=1):
-            messages.append({"role": "user", "content": text})
-            if turn < upto:
-                messages.append({"role": "assistant", "content": self.reply_seen_by(model_id, turn, largest_first)})
-        return messages
-
-    def reply_seen_by(self, model_id: str, turn: int, largest_first: list[str]) -> str:
-        for source in (model_id, *largest_first):
-            if turn in self.replies.get(source, {}):
-                return self.replies[source][turn]
-        return ""
-
-
-FEW_SHOT_NOTICE = "a base model: asked few-shot, as the lab asks it (Settings turns this off)"
 
 
 def _llama_cpp_version() -> str:
@@ -113,9 +78,6 @@ class Session:
         self.epoch = 0  # counts the times this session started over: a late reply of an earlier one is not saved
         self._seeds: dict[int, int] = {}  # the seed of each turn, shared by the models without their own
         self._cancelled_through: dict[str, int] = {}  # model id -> its replies up to this turn are cancelled
-
-    def params_for(self, model_id: str) -> SamplingParams:
-        return self.params.with_changes(self.model_params.get(model_id, {}))
 
     def header(self) -> dict[str, Any]:
         return {
@@ -186,7 +148,7 @@ class Session:
         if epoch != self.epoch:
             yield Finished("cancelled", "cancelled", "")
             return
-        params = self.params_for(model.card.id)
+        params = self.params.with_changes(self.model_params.get(model.card.id, {}))  # its own, over the session's
         if params.seed is None:
             params = params.with_changes({"seed": self._seeds[turn]})
         if turn <= self._cancelled_through.get(model.card.id, 0):  # Esc came before the model started
@@ -194,22 +156,16 @@ class Session:
             self._record(turn, model, cancelled, params, None)
             yield cancelled
             return
-        largest_first = [m.card.id for m in reversed(self.models)]
-        if turn in self.items and self.scenario is not None and self.scenario.fresh_context:
-            messages = self.conversation.messages_for(model.card.id, largest_first, upto=0)
-            messages.append({"role": "user", "content": self.conversation.user_turns[turn - 1]})
-        else:
-            messages = self.conversation.messages_for(model.card.id, largest_first, upto=turn)
-        request = TurnRequest(messages, params, logprobs=self.logprobs)
-        if (
-            self.few_shot
-            and not model.card.instruct
-            and turn in self.items
-            and self.scenario
-            and self.scenario.fresh_context
-        ):
-            few_shot = chat_few_shot(self.scenario, self.items[turn])
-            request = TurnRequest([], params, completion=few_shot, stop=FEW_SHOT_STOP, logprobs=self.logprobs)
+        request = self.conversation.request_for(
+            model.card,
+            turn,
+            [m.card.id for m in reversed(self.models)],  # the largest first
+            params,
+            scenario=self.scenario,
+            item=self.items.get(turn),
+            few_shot=self.few_shot,
+            logprobs=self.logprobs,
+        )
         async for event in model.turn(request):
             if not isinstance(event, Finished):
                 yield event

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tui import paths
-from tui.cards import ModelCard, PypiPart, Source
+from tui.cards import ModelCard
+from tui.sources import PypiPart, Source
 
 Progress = Callable[[str, int, int], None]  # (what is happening, bytes done, bytes in all)
 BLOCK = 4 << 20

@@ -268,6 +268,11 @@ def app_table(app: dict[str, Any]) -> list[str]:
         f"{model} {rate:.1f}" + (f" ({speeds[model]:.1f} t/s)" if speeds.get(model) else "")
         for model, rate in app["updates_per_s"].items()
     )
+    goals = {
+        "every pane ≥ 8 updates/s": app["updates_per_s_slowest"] >= 8,
+        "CPU ≤ 10%": share is not None and share <= 0.10,
+        "key p95 < 50 ms": app["key_latency_streaming_ms"]["p95"] < 50,
+    }
     return [
         output.table(rows),
         f"   screen updates a second per pane (goal ≥ 8): median {app['updates_per_s_median']:.1f}, "
@@ -275,6 +280,7 @@ def app_table(app: dict[str, Any]) -> list[str]:
         "   app's own CPU while streaming: "
         + ("-" if share is None else f"{100 * share:.1f}% of one core")
         + " (goal ≤ 10%)",
+        "   in this run: " + ", ".join(f"{goal} {'met' if met else 'NOT met'}" for goal, met in goals.items()),
     ]
 
 

@@ -22,6 +22,7 @@ from tui.engine.events import Finished, SamplingParams, TurnRequest
 from tui.engine.local import Engine
 from tui.engine.memory import resident
 from tui.engine.schedule import AUTO, available_cores, prefill_priority
+from tui.engine.worker import WORKER_NICE
 
 PROMPT = "What movie do these emoji describe? 🐠🐟🐡🌊 Explain your answer in detail."
 
@@ -45,6 +46,7 @@ def bare_loop(card: ModelCard, path: str, text: str, threads: int, tokens: int) 
     from tui.engine.worker import llama_options
 
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # llama.cpp's notes would garble the report
+    os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICE)  # as the engine's workers run: the same footing
     llm = llama_cpp.Llama(path, **llama_options(card, threads))
     prompt = formatter_for(card, llm)(user(text))
     ids = llm.tokenize(prompt.text.encode(), add_bos=prompt.add_bos, special=True)
@@ -70,7 +72,9 @@ def bare_loop(card: ModelCard, path: str, text: str, threads: int, tokens: int) 
 def llama_bench(binary: Path, path: Path, threads: int, tokens: int) -> float | None:
     try:
         result = subprocess.run(
-            [str(binary), "-m", str(path), "-t", str(threads), "-p", "0", "-n", str(tokens), "-r", "1", "-o", "json"],
+            # At the engine's workers' priority, so that the same else on the machine slows both alike.
+            ["nice", "-n", str(WORKER_NICE), str(binary), "-m", str(path), "-t", str(threads)]
+            + ["-p", "0", "-n", str(tokens), "-r", "1", "-o", "json"],
             capture_output=True,
             text=True,
             timeout=600,

@@ -10,7 +10,8 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from tui.cards import REMOTE_CONTEXT, CardError, Endpoint, ModelCard, Source, check_url
+from tui.cards import REMOTE_CONTEXT, ModelCard
+from tui.sources import CardError, Endpoint, Source, check_url
 
 if TYPE_CHECKING:  # the client is imported when a remote model is first used (it takes 0.5 s)
     from openai import AsyncOpenAI

@@ -17,7 +17,7 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from tui.cards import Endpoint, ModelCard
+from tui.cards import ModelCard
 from tui.engine.base import ModelLoadError, State, stream_turn
 from tui.engine.decode import TOP_ALTERNATIVES, TokenRecord
 from tui.engine.endpoints import RemoteError, api_key, describe_failure, make_client, server_message
@@ -34,6 +34,7 @@ from tui.engine.events import (
 )
 from tui.engine.remote_score import CHAT_NOT_SCORED, EchoScorer
 from tui.engine.reply import ReplyCounter, StreamedText
+from tui.sources import Endpoint
 from tui.store import Progress
 
 if TYPE_CHECKING:  # the client is imported when a remote model is first used (it takes 0.5 s)

@@ -45,6 +45,7 @@ from tui.engine.reply import ReplyCounter, StreamedText
 from tui.engine.schedule import DECODE, Cancelled, Lanes, Plan, prefill_priority
 
 TEXT_INTERVAL = 0.03
+WORKER_NICE = 10  # a model's process priority: below the app's (0), as a batch job's is
 
 
 def serve(
@@ -66,6 +67,9 @@ def serve(
     # so it is only set when lanes change hands. It must be set before llama.cpp loads.
     if quiet_threads:
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    # The model yields the cores to the app that shows it: set before llama.cpp starts its threads, which
+    # inherit it, so a key typed while every model computes is drawn at once (README, figure 4).
+    os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICE)
     # Ctrl+C in the terminal reaches every process in its group; the app decides what it means
     # (it cancels the turn), so the worker ignores it. The app started this process with SIGINT
     # blocked, so one that came while the modules were imported is discarded here, not acted on.

@@ -48,20 +48,22 @@ from tui.session import Session
 from tui.textsafe import safe_text
 from tui.transcript import TranscriptError
 from tui.widgets.composer import Composer
+from tui.widgets.compositor import CroppedCompositor
 from tui.widgets.grid import PaneGrid, PaneKeys
-from tui.widgets.pane import ModelPane
+from tui.widgets.pane import ANSWERING, ModelPane
 from tui.widgets.session_lines import SessionLines
 
 MakeBackend = Callable[[ModelCard], Backend]
 MayLeave = Callable[[str], bool]  # whether the session may be left; else says why, and that `again` (str) will
 
-# Streaming text reaches the screen in batches, every `interval` seconds, all panes in one
-# frame. A frame draws every widget on screen again (Textual redraws all that share a
-# container with what changed), a few milliseconds of CPU taken from the models, so the
-# interval adapts: the shortest that keeps the app within its budget of one core
-# (README, Performance, figure 4).
+# Streaming text reaches the screen every `interval` seconds, all panes in one frame, each a
+# little more of its text (tui/pacing.py). A frame costs a few milliseconds of CPU taken from
+# the models, so the interval adapts: the shortest that keeps the app within its budget of
+# one core (README, Performance, figure 4).
 UI_CPU_BUDGET = 0.10
 FASTEST, SLOWEST = 0.1, 0.5
+CPU_WINDOW_S = 2.0  # the app's CPU share is averaged over about this long
+LIVE_NUMBERS_S = 0.5  # how often the footers' token count and speed change while replies stream
 
 
 class ChatScreen(PaneKeys, Screen[None]):
@@ -102,6 +104,7 @@ class ChatScreen(PaneKeys, Screen[None]):
         replay_of: SessionRecord | None = None,
     ) -> None:
         super().__init__()
+        self._compositor = CroppedCompositor()  # a frame draws only what changed (tui/widgets/compositor.py)
         self.session = session
         self.catalog = catalog  # the cards the models dialog offers
         self.scenarios = scenarios
@@ -140,6 +143,8 @@ class ChatScreen(PaneKeys, Screen[None]):
         self.stream_interval = FASTEST
         self._last_tick = (time.perf_counter(), time.process_time())
         self.cpu_share = 0.0  # of one core, over the last few ticks
+        self.next_tick = time.perf_counter() + self.stream_interval
+        self.numbers_shown = 0.0  # when the footers last showed the live numbers
         self.set_timer(self.stream_interval, self.tick)
 
     # --- panes and their models -----------------------------------------------------------
@@ -207,25 +212,37 @@ class ChatScreen(PaneKeys, Screen[None]):
         if session.epoch != epoch:
             await pane.drop_reply()
 
-    async def tick(self) -> None:
+    def tick(self) -> None:
         """Show what streamed since the last tick, in every pane at once: one frame for
         all of them, not one per token."""
         wall, cpu = time.perf_counter(), time.process_time()
-        share = (cpu - self._last_tick[1]) / max(wall - self._last_tick[0], 1e-3)
+        elapsed = max(wall - self._last_tick[0], 1e-3)
+        share = (cpu - self._last_tick[1]) / elapsed
         self._last_tick = (wall, cpu)
-        # Kept between 85% and 95% of the budget, over a few ticks (one that lays the screen out costs more):
-        # as fast as the budget allows, with some left for typing.
-        self.cpu_share += (share - self.cpu_share) / 4
+        # Kept between 85% and 95% of the budget, averaged over a couple of seconds (a tick that lays the
+        # screen out costs several others): as fast as the budget allows, with some left for typing.
+        self.cpu_share += (share - self.cpu_share) * min(1.0, elapsed / CPU_WINDOW_S)
         if self.cpu_share > 0.95 * UI_CPU_BUDGET:
-            self.stream_interval = min(SLOWEST, self.stream_interval * 1.25)
+            self.stream_interval = min(SLOWEST, self.stream_interval * 1.1)
         elif self.cpu_share < 0.85 * UI_CPU_BUDGET:
-            self.stream_interval = max(FASTEST, self.stream_interval / 1.25)
+            self.stream_interval = max(FASTEST, self.stream_interval / 1.1)
         with self.app.batch_update():
-            for pane in list(self.panes.values()):
-                await pane.flush()
-            for _ in range(2):  # let the widgets changed above ask for their repaint within the batch:
-                await asyncio.sleep(0)  # one asked for after it costs a frame of its own
-        self.set_timer(self.stream_interval, self.tick)
+            panes = list(self.panes.values())
+            if any([pane.flush() for pane in panes]):  # one layout gives every reply new room, not one each
+                for pane in panes:
+                    pane.make_room()
+        if wall - self.numbers_shown >= LIVE_NUMBERS_S:
+            self.numbers_shown = wall
+            # In a frame of their own: drawn with the text, every row between the footers and the text would be.
+            self.call_after_refresh(self.show_live_numbers)
+        # At a steady rate: a tick that runs late (the models busy on every core) does not delay the next.
+        self.next_tick = max(self.next_tick + self.stream_interval, time.perf_counter())
+        self.set_timer(max(0.001, self.next_tick - time.perf_counter()), self.tick)  # Textual's timers need > 0
+
+    def show_live_numbers(self) -> None:
+        for pane in self.panes.values():
+            if pane.state in ANSWERING:
+                pane.refresh_footer()
 
     def on_resize(self, event: events.Resize) -> None:
         self.query_one(SessionLines).fit(event.size.height)  # a short screen folds the lines above the panes

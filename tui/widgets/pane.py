@@ -23,9 +23,10 @@ from tui.checks import CheckResult, Score
 from tui.engine.events import Finished, FirstToken, PromptReady, TextPiece, TurnEvent
 from tui.history import Reply
 from tui.labels import params_label, reply_stats, size_label, tokens_label
+from tui.pacing import Pacer
 from tui.session import Checked
 from tui.textsafe import safe_text
-from tui.widgets.streaming import ReplyMarkdown
+from tui.widgets.reply import ReplyText
 
 PaneState = Literal["waiting", "fetching", "loading", "ready", "thinking", "streaming", "done", "cancelled", "error"]
 STATES: dict[PaneState, str] = {
@@ -41,19 +42,17 @@ STATES: dict[PaneState, str] = {
 }
 ANSWERING: tuple[PaneState, ...] = ("thinking", "streaming")
 NOT_LOADED: tuple[PaneState, ...] = ("waiting", "fetching", "loading", "error")  # no model to answer (yet)
-LIVE_NUMBERS_S = 0.5  # how often the footer's token count and speed change while a reply streams
 
 
 class TurnView(Vertical):
     """One user turn and this model's reply to it.
 
-    Streamed text is buffered and handed to the reply's Markdown in batches by `flush`,
-    which the chat screen calls for every pane at once, several times a second: each
-    update redraws the reply's last block (see tui/widgets/streaming.py), so doing it
-    per token for four panes would take CPU the models need.
+    Streamed text is held by a `Pacer` and shown a little at a time by `flush`, which the
+    chat screen calls for every pane at once, ten times a second (or less often, when the
+    app nears its CPU budget): every pane changes in the same frame, and at every frame.
     """
 
-    # No empty line for the numbers while the reply streams: each frame draws every widget on screen again.
+    # No empty line for the numbers while the reply streams: the reply keeps room below its text.
     DEFAULT_CSS = """
     TurnView .reply-stats.-empty { display: none; }
     """
@@ -62,9 +61,9 @@ class TurnView(Vertical):
         super().__init__(id=f"turn-{turn}", classes="turn")
         self.turn = turn
         self.prompt = prompt
-        self.reply = ReplyMarkdown(classes="reply")
+        self.reply = ReplyText(classes="reply")
         self.stats = Static("", classes="reply-stats -empty")
-        self.pending: list[str] = []
+        self.pacer = Pacer()
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"▶ {self.prompt}", no_wrap=False), classes="prompt", markup=False)
@@ -72,20 +71,15 @@ class TurnView(Vertical):
         yield self.stats
 
     def write(self, text: str) -> None:
-        self.pending.append(text)
+        self.pacer.add(text)
 
-    async def flush(self) -> bool:
-        """Show the buffered text; whether there was any."""
-        if not self.pending:
-            return False
-        text = safe_text("".join(self.pending))
-        self.pending.clear()
-        await self.reply.append(text)
-        return True
+    def flush(self) -> bool:
+        """Show the next part of the text held; whether the reply grew past its room on screen."""
+        return self.reply.append(safe_text(self.pacer.take(time.perf_counter())))
 
-    async def finish(self, done: Finished) -> None:
-        await self.flush()
-        self.reply.end_room()
+    def finish(self, done: Finished) -> None:
+        self.reply.append(safe_text(self.pacer.take_all()))
+        self.reply.end()
         for notice in done.notices:
             self.mount(Static(Text(f"ⓘ {safe_text(notice)}"), classes="notice"), before=self.stats)
         if done.error:
@@ -143,7 +137,6 @@ class ModelPane(Vertical):
         self.set_reactive(ModelPane.context, (0, card.context))  # the card's size until the model says
         self.live_tokens = 0
         self.live_started = 0.0
-        self.live_shown = 0.0  # when the footer last showed the live numbers
         self.last: Finished | None = None  # the last reply's numbers, shown in the footer
         self.at_end = True  # the view shows the newest text, so new text is scrolled into view
         self.reply_view: TurnView | None = None  # the turn and reply begun last
@@ -289,7 +282,7 @@ class ModelPane(Vertical):
             view.write(event.text)
         elif isinstance(event, Finished):
             self.streaming = None
-            await view.finish(event)
+            view.finish(event)
             self.keep_end_in_view()
             self.last = event
             self.state = event.status
@@ -309,15 +302,18 @@ class ModelPane(Vertical):
             self.state = "ready"
         self.keep_end_in_view()  # no longer anchored
 
-    async def flush(self) -> None:
-        """Show buffered text (called several times a second), and the live numbers at most
-        every LIVE_NUMBERS_S: drawing the footer again costs about what a line of text does."""
-        now = time.perf_counter()
-        if self.state in ANSWERING and now - self.live_shown >= LIVE_NUMBERS_S:
-            self.live_shown = now
-            self.refresh_footer()
-        if self.streaming is not None and await self.streaming.flush():
-            self.keep_end_in_view()
+    def flush(self) -> bool:
+        """Show the next part of the streamed text (called up to ten times a second); whether the reply
+        outgrew its room on screen (the screen is laid out)."""
+        if self.streaming is not None and self.streaming.flush():
+            self.keep_end_in_view()  # only when the screen is laid out: the text is in view until then
+            return True
+        return False
+
+    def make_room(self) -> None:
+        """Give the reply being written new room below its text, in the layout another pane asked for."""
+        if self.streaming is not None:
+            self.streaming.reply.refresh(layout=True)
 
     # --- scrolling ------------------------------------------------------------------------------
 
@@ -348,7 +344,7 @@ class ModelPane(Vertical):
             return
         done = reply.finished()
         view.write(done.text)
-        await view.finish(done)
+        view.finish(done)
         result = reply.check_result()
         if result:
             view.show_check(result)
