@@ -18,7 +18,9 @@ from rich.style import Style
 from scripted import ScriptedModel, card
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
+from textual.geometry import Offset
 from textual.screen import Screen
+from textual.selection import Selection
 from waiting import until
 
 from tui.app import AppConfig, LadderApp
@@ -80,12 +82,11 @@ class OneReply(App[None]):
         return reply
 
 
-def cells(reply: ReplyText) -> list[list[tuple[str, Style | None]]]:
-    """What each line of the reply shows: a character and its style, cell by cell."""
-    shown = []
-    for y in range(reply.line_count):
-        shown.append([(char, segment.style) for segment in reply.render_line(y) for char in segment.text])
-    return shown
+def cells(reply: ReplyText) -> list[list[tuple[str, str]]]:
+    """What each line of the reply shows: a character and its style, cell by cell (the style as written,
+    without the offsets for selecting text, which follow where Rich and the quick path split a line)."""
+    lines = [reply.render_line(y) for y in range(reply.line_count)]
+    return [[(char, str(segment.style)) for segment in line for char in segment.text] for line in lines]
 
 
 def pieces(text: str, seed: int) -> list[str]:
@@ -97,16 +98,6 @@ def pieces(text: str, seed: int) -> list[str]:
         cuts.append(text[at : at + step])
         at += step
     return cuts
-
-
-async def at_once(app: OneReply, text: str, *, ended: bool = False) -> list[list[tuple[str, Style | None]]]:
-    """What a new reply shows given `text` whole."""
-    reply = await app.new_reply()
-    reply.append(text)
-    if ended:
-        reply.end()
-    await app.screen.query_one(VerticalScroll).remove_children()  # after a layout, its lines are rendered
-    return cells(reply)
 
 
 @pytest.mark.parametrize("name", REPLIES)
@@ -215,6 +206,26 @@ async def test_rich_markup_and_links_in_a_reply_are_shown_as_written() -> None:
     assert "[bold red]not markup[/]" in shown and "a link (https://example.org)" in shown
     assert "[@click=app.quit]x[/]" in shown
     assert not any(style and style.link for style in styles)  # no link to click: its address is shown
+
+
+async def test_text_selected_with_the_mouse_is_highlighted_and_copied_as_shown() -> None:
+    app = OneReply()
+    async with app.run_test(size=(100, 40)) as pilot:
+        reply = await app.new_reply()
+        reply.append("The keeper **climbed** the stairs.\nThe storm came in.")
+        reply.end()
+        await pilot.pause()
+        assert reply.render_line(0).text.startswith("The keeper climbed")
+        app.screen.selections = {reply: Selection(Offset(4, 0), Offset(9, 1))}  # as a drag from cell 4 to 9
+        await pilot.pause()
+        assert app.screen.get_selected_text() == "keeper climbed the stairs.\nThe storm"
+        selected = app.screen.get_component_rich_style("screen--selection")
+        styles = [segment.style for segment in reply.render_line(0) for _ in segment.text]
+        assert (
+            styles[4] and styles[4].bgcolor == selected.bgcolor and styles[3] and styles[3].bgcolor != selected.bgcolor
+        )
+        meta = [segment.style.meta.get("offset") for segment in reply.render_line(1) if segment.style]
+        assert (0, 1) in meta  # where the mouse is, for the screen to select from
 
 
 def test_parsed_markdown_renders_what_rich_s_own_markdown_renders() -> None:

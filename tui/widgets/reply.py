@@ -26,6 +26,7 @@ from rich.markdown import Markdown
 from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Region, Size
+from textual.selection import Selection
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -240,7 +241,20 @@ class ReplyText(Widget):
         line = self.line(y)
         if line is None:
             return Strip.blank(self.size.width, base)
-        return line.apply_style(base).adjust_cell_length(self.size.width, base)
+        strip = line.apply_style(base)
+        selection = self.text_selection
+        if selection is not None and (span := selection.get_span(y)) is not None:
+            end = strip.cell_length if span[1] == -1 else min(span[1], strip.cell_length)
+            start = min(span[0], end)
+            selected = self.screen.get_component_rich_style("screen--selection")
+            before, inside, after = strip.divide([start, end, strip.cell_length])
+            strip = Strip.join([before, Strip(Segment.apply_style(inside, post_style=selected)), after])
+        # The offsets let the screen map a mouse position to the text, for selecting it.
+        return strip.adjust_cell_length(self.size.width, base).apply_offsets(0, y)
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        lines = self.finished_lines + self.live_lines
+        return selection.extract("\n".join(line.text.rstrip() for line in lines)), "\n"
 
 
 PLAIN_WORDS = re.compile(r"(?:[^\W_]|[ .,;:'\"?!-])*")  # text that Markdown shows as it is, in a paragraph
