@@ -4,9 +4,11 @@ For a partial update (a few changed lines), Textual 8.2 draws again every widget
 *container* overlaps the changed lines, which for a widget placed in the screen or in a
 pane is every widget on screen, though only the changed lines are then used: 34 widgets
 a frame with four panes streaming, each 60 to 90 µs on the development machine, most of
-the app's CPU while models write. `CroppedCompositor` draws only the widgets whose visible
-part overlaps the changed lines. tests/test_reply.py checks a screen drawn by it against
-the same screen drawn whole.
+the app's CPU while models write. `CroppedCompositor` draws only the rows that changed, of
+the widgets visible there, and skips a widget hidden behind those in front of it (a
+container behind what it holds): the frontmost widget of a cell is the one Textual shows.
+tests/test_compositor.py checks every update it draws against the whole screen drawn by
+Textual's own.
 """
 
 from __future__ import annotations
