@@ -31,6 +31,20 @@ LADDER = [
 ]
 
 
+def scripted_app(
+    tmp_path: Path, cards: list[ModelCard], make_backend: Callable[[ModelCard], ScriptedModel]
+) -> LadderApp:
+    """The chat app on the scripted models `make_backend` makes, its sessions in `tmp_path`."""
+    config = AppConfig(
+        catalog=Catalog(cards={c.id: c for c in cards}),
+        cards=cards,
+        make_backend=make_backend,
+        sessions_dir=tmp_path / "sessions",
+        lineup="scripted",
+    )
+    return LadderApp(config)
+
+
 def make_app(
     tmp_path: Path,
     *,

@@ -16,6 +16,7 @@ from chat_app import (
     chat,
     loaded,
     screenshot_app,
+    scripted_app,
     send,
     send_and_wait,
     transcript_events,
@@ -26,9 +27,9 @@ from textual.widgets._toast import Toast
 from waiting import until
 
 from tui import transcript
-from tui.app import AppConfig, LadderApp
+from tui.app import LadderApp
 from tui.blind import ALL_BAD, TIE, Blind, GuessScore, refusal, title_note
-from tui.cards import Catalog, ModelCard
+from tui.cards import ModelCard
 from tui.cli import main
 from tui.engine.events import Finished, Notice, TurnEvent, TurnRequest
 from tui.export import to_markdown
@@ -72,14 +73,7 @@ def blind_app(
             load_error="the file is damaged" if c.id == failing else None,
         )
 
-    config = AppConfig(
-        catalog=Catalog(cards={c.id: c for c in cards}),
-        cards=cards,
-        make_backend=make_backend,
-        sessions_dir=tmp_path / "sessions",
-        lineup="scripted",
-    )
-    app = LadderApp(config)
+    app = scripted_app(tmp_path, cards, make_backend)
     if seed is not None:
         app.session.start_blind(seed)
     return app

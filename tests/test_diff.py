@@ -9,14 +9,14 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 import pytest
-from chat_app import all_answered, answered, chat, loaded, open_screen, send, send_and_wait
+from chat_app import all_answered, answered, chat, loaded, open_screen, scripted_app, send, send_and_wait
 from rich.text import Text
 from scripted import ScriptedModel, card
 from textual.widgets import Static
 from textual.widgets._toast import Toast
 from waiting import until
 
-from tui.app import AppConfig, LadderApp
+from tui.app import LadderApp
 from tui.cards import Catalog, ModelCard
 from tui.diff import Segment, diff_words
 from tui.history import load_record
@@ -188,14 +188,7 @@ def make_app(
     def backend(c: ModelCard) -> ScriptedModel:
         return ScriptedModel(c, script=lambda request: replies[c.id], delay=(delays or {}).get(c.id, 0.0))
 
-    config = AppConfig(
-        catalog=Catalog(cards={c.id: c for c in cards}),
-        cards=cards,
-        make_backend=backend,
-        sessions_dir=tmp_path / "sessions",
-        lineup="scripted",
-    )
-    return LadderApp(config)
+    return scripted_app(tmp_path, cards, backend)
 
 
 def shown(screen: DiffScreen, widget_id: str) -> str:

@@ -17,13 +17,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from chat_app import chat, loaded, open_screen, open_settings, save_settings, send_and_wait
+from chat_app import chat, loaded, open_screen, open_settings, save_settings, scripted_app, send_and_wait
 from scripted import ScriptedModel, card, word_probs
 from servers import MODEL_ALIAS, Connect, LlamaServer, ScriptedServer, stream, text_chunks
 from textual.widgets import Checkbox
 from waiting import until
 
-from tui.app import AppConfig, LadderApp
+from tui.app import LadderApp
 from tui.cards import Catalog, load_catalog
 from tui.engine.endpoints import card_for
 from tui.engine.events import Finished, Notice, SamplingParams, TurnRequest
@@ -288,14 +288,7 @@ REPLIES = {
 
 
 def make_app(tmp_path: Path) -> LadderApp:
-    config = AppConfig(
-        catalog=Catalog(cards={c.id: c for c in LADDER}),
-        cards=LADDER,
-        make_backend=lambda c: ScriptedModel(c, script=lambda request: REPLIES[c.id]),
-        sessions_dir=tmp_path / "sessions",
-        lineup="scripted",
-    )
-    return LadderApp(config)
+    return scripted_app(tmp_path, LADDER, lambda c: ScriptedModel(c, script=lambda request: REPLIES[c.id]))
 
 
 async def record_from_settings(pilot) -> None:  # type: ignore[no-untyped-def]

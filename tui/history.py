@@ -93,6 +93,10 @@ class SessionRecord:
     def id(self) -> str:
         return self.transcript.id
 
+    def reply(self, turn: int, model: str) -> Reply | None:
+        """Model `model`'s saved reply to user turn `turn` (from 1), if there is one."""
+        return self.turns[turn - 1].replies.get(model) if 0 < turn <= len(self.turns) else None
+
     @property
     def path(self) -> Path:
         return self.transcript.path

@@ -186,14 +186,13 @@ def open_diff(screen: Screen[None], grid: PaneGrid, turn: int, sides: list[Side]
 def diff_in_chat(screen: Screen[None], grid: PaneGrid, session: Session, replay_of: SessionRecord | None) -> None:
     """The chat's current pane's reply beside the next pane's, to the turn the current pane
     shows: the latest while it shows the end, else the turn at its top."""
-    pane, last = grid.current_pane(), len(session.conversation.user_turns)
-    if pane is None or last == 0:
+    shown = grid.current_turn(len(session.conversation.user_turns))
+    if shown is None:
         screen.notify("No turn yet: send one, then Ctrl+D compares two panes' replies to it", severity="warning")
         return
-    turn = grid.shown_turn(pane, last)
-    saved = replay_of.turns if replay_of else []  # a replay's original replies
+    _, turn = shown
     sides = [
-        saved_side(each, saved[turn - 1].replies.get(each.card.id) if turn <= len(saved) else None)
+        saved_side(each, replay_of.reply(turn, each.card.id) if replay_of else None)  # a replay's original
         if each.original
         else live_side(each, session.conversation.replies.get(each.card.id, {}).get(turn), turn)
         for each in grid.ordered()

@@ -377,15 +377,14 @@ def saved_reply(pane: ModelPane, reply: Reply | None) -> ReplyProbs:
 def probs_in_chat(screen: Screen[None], grid: PaneGrid, session: Session, replay_of: SessionRecord | None) -> None:
     """The chat's current pane's reply to the turn it shows: the latest while it shows the end, else
     the one at its top."""
-    pane, last = grid.current_pane(), len(session.conversation.user_turns)
-    if pane is None or last == 0:
+    shown = grid.current_turn(len(session.conversation.user_turns))
+    if shown is None:
         screen.notify("No turn yet: send one, then Ctrl+T shows its token probabilities", severity="warning")
         return
-    turn = grid.shown_turn(pane, last)
-    saved = replay_of.turns if replay_of else []  # a replay's original replies
+    pane, turn = shown
     panes = grid.ordered()
     replies = [
-        saved_reply(each, saved[turn - 1].replies.get(each.card.id) if turn <= len(saved) else None)
+        saved_reply(each, replay_of.reply(turn, each.card.id) if replay_of else None)  # a replay's original
         if each.original
         else ReplyProbs(
             safe_text(each.label),

@@ -138,9 +138,13 @@ class PaneGrid(Vertical):
         anchor = next((v for v in reversed(views) if v.virtual_region.y <= top), None)
         return getattr(anchor, "turn", None)
 
-    def shown_turn(self, pane: ModelPane, last: int) -> int:
-        """The turn a pane shows of `last` turns: the latest while it shows its end, else the one at its top."""
-        return last if pane.at_end else (self.top_turn(pane) or last)
+    def current_turn(self, last: int) -> tuple[ModelPane, int] | None:
+        """The current pane and the turn it shows of `last` turns: the latest while it shows its end, else
+        the one at its top. None with no pane, or before the first turn."""
+        pane = self.current_pane()
+        if pane is None or last == 0:
+            return None
+        return pane, last if pane.at_end else (self.top_turn(pane) or last)
 
     def align_others_to(self, leader: ModelPane) -> None:
         """With sync on, scroll the other panes so that the turn at the top of `leader` is at their top."""
